@@ -1,0 +1,21 @@
+"""PyTorch Lightning pieces of simsearch: main task models, a pruning callback, a quiet trainer."""
+
+from lightning_modules.main_task import (
+    LOSSES,
+    METRICS,
+    AccumulatedMainTaskModule,
+    MainTaskModule,
+)
+from lightning_modules.pruning import PruningCallback
+from lightning_modules.trainer import TensorBatches, ValidationTimer, quiet_trainer
+
+__all__ = [
+    "LOSSES",
+    "METRICS",
+    "AccumulatedMainTaskModule",
+    "MainTaskModule",
+    "PruningCallback",
+    "TensorBatches",
+    "ValidationTimer",
+    "quiet_trainer",
+]

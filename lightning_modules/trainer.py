@@ -1,0 +1,108 @@
+"""A quiet ``pytorch_lightning.Trainer`` for trials, and fast in-memory batches.
+
+Inside an Optuna study a trainer is built for every trial, so everything a trainer does by default
+for a single long run (progress bar, model summary, logger and checkpoint directories, sanity
+validation, "GPU available" banners, the few-workers warning) is turned off. ``TensorBatches``
+slices whole batches out of in-memory tensors: per-sample ``Dataset.__getitem__`` calls and
+``default_collate`` would dominate the step time of the small models simulators are tuned with.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+
+import pytorch_lightning as pl
+import torch
+
+__all__ = ["TensorBatches", "ValidationTimer", "quiet_trainer"]
+
+_BANNER_LOGGERS = (
+    "pytorch_lightning.utilities.rank_zero",
+    "pytorch_lightning.accelerators.cuda",
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+)
+
+
+def quiet_trainer(max_epochs: int, callbacks: Sequence[pl.Callback] = (), **overrides) -> pl.Trainer:
+    """A Trainer that leaves no files behind and prints nothing per trial.
+
+    ``accelerator="auto"`` uses a GPU when one is present. ``overrides`` are passed to
+    ``pl.Trainer`` and win over the quiet defaults.
+    """
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+        raise ValueError(f"epochs must be an int >= 1, got {max_epochs!r}")
+    for name in _BANNER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", ".*`training_step` returned `None`.*")
+    warnings.filterwarnings("ignore", ".*but have no `val_dataloader`.*")
+    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+    options = dict(
+        max_epochs=max_epochs,
+        accelerator="auto",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=list(callbacks),
+    )
+    options.update(overrides)
+    return pl.Trainer(**options)
+
+
+class TensorBatches:
+    """Iterate ``(x[idx], y[idx])`` batches over in-memory tensors.
+
+    With ``shuffle=True`` each pass uses a fresh permutation from a generator seeded once, so
+    the sequence of epochs is reproducible.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if len(x) != len(y):
+            raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
+        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
+        self._generator = torch.Generator().manual_seed(int(seed))
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.x)
+        if self.shuffle:
+            order = torch.randperm(n, generator=self._generator)
+            for i in range(0, n, self.batch_size):
+                idx = order[i : i + self.batch_size]
+                yield self.x[idx], self.y[idx]
+        else:
+            for i in range(0, n, self.batch_size):
+                yield self.x[i : i + self.batch_size], self.y[i : i + self.batch_size]
+
+
+class ValidationTimer(pl.Callback):
+    """Accumulates the seconds spent in validation; ``active`` is True while it runs."""
+
+    def __init__(self) -> None:
+        self.seconds, self.active, self._start = 0.0, False, 0.0
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.active, self._start = True, time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.active = False
+        self.seconds += time.perf_counter() - self._start

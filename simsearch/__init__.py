@@ -1,0 +1,29 @@
+"""simsearch: learn simulator parameters ψ with Optuna so that a model trained on simulated data
+does best on (real) validation data — Learning to Simulate, AutoSimulate and Meta-Sim as ordinary
+Optuna tools."""
+
+from simsearch.objective import PhaseError, SimulatorObjective, TrainingContext, trial_seed
+from simsearch.parameters import Parameter, ParameterSpace, Psi
+from simsearch.simulator import (
+    BaseSimulator,
+    BlackBoxSimulator,
+    LatentSpec,
+    SimulatedBatch,
+    Simulator,
+)
+
+__all__ = [
+    "BaseSimulator",
+    "BlackBoxSimulator",
+    "LatentSpec",
+    "Parameter",
+    "ParameterSpace",
+    "PhaseError",
+    "Psi",
+    "SimulatedBatch",
+    "SimulatorObjective",
+    "Simulator",
+    "TrainingContext",
+    "trial_seed",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from simsearch.cli import main
+
+sys.exit(main())
