@@ -179,6 +179,12 @@ class AccumulatedMainTaskModule(MainTaskModule):
         super().__init__(*args, **kwargs)
         self.trials_seen = 0
 
+    @classmethod
+    def from_module(cls, module: MainTaskModule) -> AccumulatedMainTaskModule:
+        """An accumulated module sharing ``module``'s network, loss, metric and optimiser settings."""
+        return cls(module.net, module.loss_fn, module.metric_fn, module.direction, module.lr,
+                   module.weight_decay)
+
     def save(self, path: str | os.PathLike) -> None:
         """Write θ atomically (a crash mid-write never leaves a half-written file)."""
         path = Path(path)

@@ -61,12 +61,25 @@ class Problem:
             raise ValueError(f"unknown model {model!r} for {self.name}; known: {list(self.models)}")
         return self.models[model]
 
-    def objective(self, model: str | None = None, **options: Any) -> SimulatorObjective:
-        """A :class:`SimulatorObjective` with this problem's data and defaults (overridable)."""
+    def objective(
+        self, model: str | None = None, accumulate: bool = False, **options: Any
+    ) -> SimulatorObjective:
+        """A :class:`SimulatorObjective` with this problem's data and defaults (overridable).
+
+        With ``accumulate=True`` one model, seeded by ``options["seed"]``, is kept and fine-tuned
+        across trials (an ``AccumulatedMainTaskModule``), as AutoSimulate's Alg. 1 needs.
+        """
         options.setdefault("n_samples", self.n_samples)
         options.setdefault("epochs", self.epochs)
         options.setdefault("batch_size", self.batch_size)
-        return SimulatorObjective(self.simulator, self.model_factory(model), self.val, **options)
+        factory = self.model_factory(model)
+        if accumulate:
+            from lightning_modules import AccumulatedMainTaskModule
+
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(trial_seed(options.get("seed", 0), -1 % 2**31))
+                factory = AccumulatedMainTaskModule.from_module(factory())
+        return SimulatorObjective(self.simulator, factory, self.val, **options)
 
     def psi_source(self, psi: Psi) -> DataSource:
         """The data source that simulates from ψ."""
