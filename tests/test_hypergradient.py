@@ -1,0 +1,322 @@
+"""Ground-truth tests of AutoSimulate's hypergradient numerics (samplers/hypergradient.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Categorical, Independent, Normal
+
+from samplers.hypergradient import (
+    HessianVectorProduct,
+    conjugate_gradient,
+    directional_derivatives,
+    hypergradient,
+    leave_one_out_baseline,
+    loss_gradient,
+    score_function_gradient,
+    select_parameters,
+)
+from simsearch.parameters import Parameter
+from simsearch.simulator import BlackBoxSimulator, SimulatedBatch, Simulator
+
+
+def _spd(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(n, n, generator=g, dtype=torch.float64)
+    return a @ a.T / n + 0.05 * torch.eye(n, dtype=torch.float64)
+
+
+def test_cg_matches_dense_solve_with_damping():
+    a, lam = _spd(40, 0), 0.3
+    b = torch.randn(40, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    result = conjugate_gradient(lambda u: a @ u + lam * u, b, tol=1e-10, max_iter=200)
+    exact = torch.linalg.solve(a + lam * torch.eye(40, dtype=torch.float64), b)
+    assert result.converged
+    torch.testing.assert_close(result.x, exact, rtol=1e-8, atol=1e-10)
+    true_residual = float((b - (a @ result.x + lam * result.x)).norm() / b.norm())
+    assert true_residual <= 1e-9
+
+
+def test_cg_iteration_cap_reports_true_residual_and_warm_start_helps():
+    a = _spd(40, 2)
+    b = torch.ones(40, dtype=torch.float64)
+    capped = conjugate_gradient(lambda u: a @ u, b, tol=1e-12, max_iter=3)
+    assert capped.iterations == 3 and not capped.converged
+    true_residual = float((b - a @ capped.x).norm() / b.norm())
+    assert capped.residual == pytest.approx(true_residual, rel=1e-6)
+    exact = torch.linalg.solve(a, b)
+    warm = conjugate_gradient(lambda u: a @ u, b, x0=exact, tol=1e-8, max_iter=50)
+    cold = conjugate_gradient(lambda u: a @ u, b, tol=1e-8, max_iter=50)
+    assert warm.iterations == 1 and warm.converged  # one product to check the residual
+    assert cold.iterations > 5
+
+
+def test_cg_stops_on_negative_curvature():
+    a = torch.diag(torch.tensor([1.0, -3.0], dtype=torch.float64))
+    b = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    result = conjugate_gradient(lambda u: a @ u, b, tol=1e-8, max_iter=10)
+    assert not result.converged
+    torch.testing.assert_close(result.x, b)  # steepest-descent fallback (Nocedal & Wright 7.1)
+
+
+class _Mlp(torch.nn.Module):
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(2, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)
+        ).double()
+
+    def forward(self, x):
+        return self.net(x)
+
+    def per_sample_loss(self, x, y):
+        return torch.nn.functional.cross_entropy(self(x), y, reduction="none")
+
+
+def _data(n: int = 24, seed: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 2, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g)
+
+
+def _explicit_hessian(module, params, x, y):
+    names = list(params)
+    sizes = [p.numel() for p in params.values()]
+    shapes = [p.shape for p in params.values()]
+
+    def mean_loss(flat):
+        pieces = torch.split(flat, sizes)
+        theta = {n: t.reshape(s) for n, t, s in zip(names, pieces, shapes, strict=True)}
+        return torch.nn.functional.cross_entropy(torch.func.functional_call(module, theta, (x,)), y)
+
+    flat0 = torch.cat([p.detach().reshape(-1) for p in params.values()])
+    return torch.autograd.functional.hessian(mean_loss, flat0)
+
+
+@pytest.mark.parametrize("theta", [None, "net.2"])
+def test_hvp_matches_explicit_hessian(theta):
+    module = _Mlp()
+    x, y = _data()
+    params = select_parameters(module, theta)
+    hess = _explicit_hessian(module, params, x, y)
+    u = torch.randn(hess.shape[0], generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    hvp = HessianVectorProduct(module, params, x, y)
+    torch.testing.assert_close(hvp(u), hess @ u, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(hvp(2 * u), 2 * (hess @ u), rtol=1e-9, atol=1e-12)  # reusable
+
+
+def test_directional_derivatives_match_per_sample_gradients():
+    module = _Mlp(1)
+    x, y = _data(17)
+    params = select_parameters(module)
+    dim = sum(p.numel() for p in params.values())
+    v = torch.randn(dim, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    d = directional_derivatives(module, params, x, y, v)
+    expected = []
+    for k in range(len(x)):
+        loss = module.per_sample_loss(x[k : k + 1], y[k : k + 1]).sum()
+        grads = torch.autograd.grad(loss, list(params.values()))
+        expected.append(float(torch.cat([g.reshape(-1) for g in grads]) @ v))
+    torch.testing.assert_close(d, torch.tensor(expected, dtype=torch.float64), rtol=1e-9, atol=1e-12)
+
+
+def test_loss_gradient_chunks_agree():
+    module = _Mlp(2)
+    x, y = _data(50)
+    params = select_parameters(module)
+    torch.testing.assert_close(
+        loss_gradient(module, params, x, y, chunk_size=7),
+        loss_gradient(module, params, x, y), rtol=1e-10, atol=1e-12,
+    )
+
+
+def test_select_parameters_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown \\['net.9'\\]"):
+        select_parameters(_Mlp(), ["net.9"])
+    assert list(select_parameters(_Mlp(), lambda n: n.endswith("bias"))) == ["net.0.bias", "net.2.bias"]
+
+
+def test_leave_one_out_baseline_is_mean_of_others():
+    d = torch.tensor([1.0, 4.0, -2.0, 5.0])
+    expected = torch.tensor([(d.sum() - v) / 3 for v in d])
+    torch.testing.assert_close(leave_one_out_baseline(d), expected)
+
+
+class _CatNormal(Simulator):
+    """A discrete latent with logits in ψ and a continuous one with mean in ψ."""
+
+    def __init__(self):
+        super().__init__([Parameter("logits", -3.0, 3.0, [0.2, -0.4, 0.9], shape=(3,)),
+                          Parameter("mu", -2.0, 2.0, 0.7)])
+
+    def distributions(self, psi, n):
+        return {"c": Categorical(logits=psi["logits"].expand(n, 3)),
+                "u": Normal(psi["mu"].expand(n), 1.0)}
+
+    def render(self, latents):
+        return latents["u"].unsqueeze(1), latents["c"]
+
+
+def test_score_function_gradient_discrete_and_continuous_unbiased():
+    sim, n = _CatNormal(), 200_000
+    psi = sim.init_psi()
+    table = torch.tensor([1.0, -2.0, 3.0])
+    batch = sim.simulate(psi, n, seed=0)
+    f = table[batch.latents["c"]] + batch.latents["u"] ** 2
+    grad = score_function_gradient(sim, batch.latents, psi, f - f.mean())
+    # Closed form: E f = softmax(logits)·table + mu² + 1.
+    logits = psi["logits"].double().requires_grad_(True)
+    mu = psi["mu"].double().requires_grad_(True)
+    exact = torch.autograd.grad(torch.softmax(logits, 0) @ table.double() + mu**2 + 1, [logits, mu])
+    # Monte-Carlo standard errors from the per-sample terms (closed-form scores).
+    p = torch.softmax(psi["logits"].double(), 0)
+    w = (f - f.mean()).double()
+    score_logits = torch.nn.functional.one_hot(batch.latents["c"], 3).double() - p
+    terms = torch.cat([score_logits * w[:, None],
+                       ((batch.latents["u"].double() - psi["mu"].double()) * w)[:, None]], dim=1)
+    se = terms.std(dim=0) / math.sqrt(n)
+    est = torch.cat([grad["logits"].double(), grad["mu"].double().reshape(1)])
+    truth = torch.cat([exact[0], exact[1].reshape(1)])
+    assert torch.all((est - truth).abs() <= 4 * se + 1e-4), (est, truth, se)
+
+
+# -- the whole hypergradient against the true bilevel gradient (ridge regression) ----------------
+
+W_TRUE = torch.tensor([1.5, -2.0], dtype=torch.float64)
+RIDGE = 0.1
+NOISE = 0.5
+
+
+class _GaussianInputs(Simulator):
+    """x ~ N(mu, diag(exp(log_sigma))²), y = x·w + ε, ε ~ N(0, 0.5²)."""
+
+    def __init__(self):
+        super().__init__([Parameter("mu", -3.0, 3.0, [0.3, -0.2], shape=(2,)),
+                          Parameter("log_sigma", -2.0, 2.0, [0.1, -0.3], shape=(2,))])
+
+    def distributions(self, psi, n):
+        return {"x": Independent(Normal(psi["mu"].expand(n, 2), psi["log_sigma"].exp().expand(n, 2)), 1),
+                "eps": Normal(torch.zeros(n), NOISE)}
+
+    def render(self, latents):
+        x = latents["x"]
+        return x, x @ W_TRUE.float() + latents["eps"]
+
+
+class _Ridge(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Linear(2, 1, bias=False).double()
+
+    def per_sample_loss(self, x, y):
+        return (self.net(x).squeeze(1) - y) ** 2 + RIDGE * self.net.weight.pow(2).sum()
+
+
+def _theta_star(mu, log_sigma):
+    """Population ridge solution: (E[xxᵀ] + λI)⁻¹ E[xy], E[xxᵀ] = diag(σ²) + μμᵀ."""
+    s = torch.diag(torch.exp(2 * log_sigma)) + torch.outer(mu, mu)
+    return torch.linalg.solve(s + RIDGE * torch.eye(2, dtype=torch.float64), s @ W_TRUE)
+
+
+def test_quadratic_hypergradient_matches_bilevel_gradient_of_ridge_regression():
+    sim = _GaussianInputs()
+    psi = sim.init_psi()
+    g = torch.Generator().manual_seed(7)
+    xv = torch.randn(300, 2, generator=g, dtype=torch.float64) * torch.tensor([0.5, 1.5]) + torch.tensor(
+        [1.0, -0.5])
+    yv = xv @ W_TRUE + NOISE * torch.randn(300, generator=g, dtype=torch.float64)
+    # True gradient of L_val(θ*(ψ)) by autograd through the closed-form inner solution.
+    mu = psi["mu"].double().requires_grad_(True)
+    log_sigma = psi["log_sigma"].double().requires_grad_(True)
+    val_loss = ((xv @ _theta_star(mu, log_sigma) - yv) ** 2).mean() + RIDGE * _theta_star(
+        mu, log_sigma).pow(2).sum()
+    true = torch.cat([t.reshape(-1) for t in torch.autograd.grad(val_loss, [mu, log_sigma])])
+
+    model = _Ridge()
+    with torch.no_grad():
+        model.net.weight.copy_(_theta_star(psi["mu"].double(), psi["log_sigma"].double())[None])
+    estimates = []
+    for r in range(8):
+        batch = sim.simulate(psi, 10_000, seed=r)
+        result = hypergradient(model, sim, psi, batch, (xv, yv), "quadratic", damping=0.0,
+                               cg_tol=1e-12, cg_max_iter=10)
+        assert result.cg_residual < 1e-8 and result.cg_iterations <= 3
+        estimates.append(torch.cat([result.grad["mu"], result.grad["log_sigma"]]).double())
+    est = torch.stack(estimates)
+    mean, se = est.mean(0), est.std(0) / math.sqrt(len(est))
+    assert torch.all((mean - true).abs() <= 4 * se + 0.02 * true.abs()), (mean, true, se)
+    # The estimate is informative, not noise around zero: its error is small next to the signal.
+    assert float((mean - true).norm()) < 0.2 * float(true.norm())
+
+
+def test_variants_refuse_bad_input():
+    class Opaque(BlackBoxSimulator):
+        def __init__(self):
+            super().__init__([Parameter("a", 0.0, 1.0, 0.5)])
+
+        def sample(self, psi, n, generator):
+            return torch.zeros(n, 1), torch.zeros(n)
+
+    sim = Opaque()
+    batch = SimulatedBatch({}, torch.zeros(4, 1), torch.zeros(4))
+    with pytest.raises(TypeError, match="black-box simulator"):
+        hypergradient(_Ridge(), sim, sim.init_psi(), batch, (torch.zeros(2, 1), torch.zeros(2)))
+    gsim = _GaussianInputs()
+    gbatch = gsim.simulate(gsim.init_psi(), 8, seed=0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        hypergradient(_Ridge(), gsim, gsim.init_psi(), gbatch, (gbatch.x, gbatch.y), "cubic")
+    with pytest.raises(TypeError, match="per_sample_loss"):
+        hypergradient(torch.nn.Linear(2, 1), gsim, gsim.init_psi(), gbatch, (gbatch.x, gbatch.y))
+
+
+@pytest.mark.parametrize("method", ["approx_quadratic", "linear", "no_val"])
+def test_cheaper_variants_follow_their_formulas(method):
+    """Each variant equals the score-function estimate with its own d_k (Table 1)."""
+    sim = _GaussianInputs()
+    psi = sim.init_psi()
+    model = _Ridge()
+    batch = sim.simulate(psi, 60, seed=1)
+    val = sim.simulate({"mu": torch.tensor([1.0, 0.0]), "log_sigma": torch.zeros(2)}, 100, seed=2)
+    result = hypergradient(model, sim, psi, batch, (val.x, val.y), method)
+    x, y = batch.x.double(), batch.y.double()
+    params = select_parameters(model)
+    losses = model.per_sample_loss(x, y)
+    if method == "no_val":
+        d, sign = losses.detach(), 1.0
+    else:
+        v = loss_gradient(model, params, val.x.double(), val.y.double())
+        if method == "approx_quadratic":
+            v = HessianVectorProduct(model, params, x, y)(v)
+        d = torch.stack([torch.autograd.grad(lk, model.net.weight, retain_graph=True)[0].reshape(-1) @ v
+                         for lk in losses]).detach()
+        sign = -1.0
+    expected = score_function_gradient(sim, batch.latents, psi, sign * (d - leave_one_out_baseline(d)))
+    for k in expected:
+        torch.testing.assert_close(result.grad[k], expected[k], rtol=1e-4, atol=1e-6)
+
+
+def test_control_variate_reduces_variance_without_bias():
+    """No-val at θ = 0 far from the origin: every loss is large and positive, the case the
+    baseline is for (the losses vary much less than their mean)."""
+    sim, model = _GaussianInputs(), _Ridge()
+    psi = {"mu": torch.tensor([2.0, -1.5]), "log_sigma": torch.tensor([-1.0, -1.0])}
+    with torch.no_grad():
+        model.net.weight.zero_()
+    val = (torch.zeros(1, 2), torch.zeros(1))
+    runs = {True: [], False: []}
+    for r in range(40):
+        batch = sim.simulate(psi, 200, seed=r)
+        for cv in runs:
+            result = hypergradient(model, sim, psi, batch, val, "no_val", control_variate=cv)
+            runs[cv].append(torch.cat([result.grad["mu"], result.grad["log_sigma"]]).double())
+    with_cv, without = torch.stack(runs[True]), torch.stack(runs[False])
+    assert float(with_cv.var(0).sum()) < 0.2 * float(without.var(0).sum())
+    # Unbiased: E[(x·w + ε)²] = wᵀ(diag σ² + μμᵀ)w + 0.25, differentiated in closed form.
+    mu = psi["mu"].double().requires_grad_(True)
+    log_sigma = psi["log_sigma"].double().requires_grad_(True)
+    loss = W_TRUE @ (torch.diag(torch.exp(2 * log_sigma)) + torch.outer(mu, mu)) @ W_TRUE
+    true = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, [mu, log_sigma])])
+    se = with_cv.std(0) / math.sqrt(len(with_cv))
+    assert torch.all((with_cv.mean(0) - true).abs() <= 4 * se), (with_cv.mean(0), true, se)
