@@ -7,7 +7,7 @@ from lightning_modules.main_task import (
     MainTaskModule,
 )
 from lightning_modules.pruning import PruningCallback
-from lightning_modules.trainer import TensorBatches, ValidationTimer, quiet_trainer
+from lightning_modules.trainer import TensorBatches, quiet_trainer
 
 __all__ = [
     "LOSSES",
@@ -16,6 +16,5 @@ __all__ = [
     "MainTaskModule",
     "PruningCallback",
     "TensorBatches",
-    "ValidationTimer",
     "quiet_trainer",
 ]

@@ -114,6 +114,7 @@ class MainTaskModule(pl.LightningModule):
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr!r}")
         self.lr, self.weight_decay = float(lr), float(weight_decay)
+        self.automatic_optimization = False
         self.val_reward: float | None = None
         self._val_outputs: list[torch.Tensor] = []
         self._val_targets: list[torch.Tensor] = []
@@ -127,9 +128,21 @@ class MainTaskModule(pl.LightningModule):
         return self.loss_fn(self(x), y)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        loss = self.per_sample_loss(x, y).mean()
-        self._epoch_loss = self._epoch_loss + loss.detach().cpu()
+        """One optimiser step on a minibatch ``(x, y)``, or one per minibatch of a list of them.
+
+        Optimisation is manual so that a whole epoch can arrive as one list (see
+        ``TensorBatches(chunk=True)``): Lightning's per-step machinery then runs once per epoch,
+        which on small simulator models costs more than the step itself. In full precision the
+        plain torch optimiser is stepped; otherwise Lightning's wrapper, which handles scaling.
+        """
+        minibatches = [batch] if isinstance(batch[0], torch.Tensor) else batch
+        optimizer = self.optimizers(use_pl_optimizer=self.trainer.precision != "32-true")
+        for x, y in minibatches:
+            loss = self.per_sample_loss(x, y).mean()
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+            self._epoch_loss = self._epoch_loss + loss.detach().cpu()
         return loss
 
     def on_train_epoch_start(self) -> None:

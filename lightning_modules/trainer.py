@@ -10,14 +10,13 @@ slices whole batches out of in-memory tensors: per-sample ``Dataset.__getitem__`
 from __future__ import annotations
 
 import logging
-import time
 import warnings
 from collections.abc import Iterator, Sequence
 
 import pytorch_lightning as pl
 import torch
 
-__all__ = ["TensorBatches", "ValidationTimer", "quiet_trainer"]
+__all__ = ["TensorBatches", "quiet_trainer"]
 
 _BANNER_LOGGERS = (
     "pytorch_lightning.utilities.rank_zero",
@@ -25,6 +24,28 @@ _BANNER_LOGGERS = (
     "lightning.pytorch.utilities.rank_zero",
     "lightning.fabric.utilities.rank_zero",
 )
+
+
+_SILENCED = False
+
+
+def _silence_trial_noise() -> None:
+    """Once per process: hide Lightning's per-fit banners and warnings that say nothing to a
+    user running many short trials (changing logging levels or warning filters on every fit
+    clears their caches, which costs more than the fit of a small model)."""
+    global _SILENCED
+    if _SILENCED:
+        return
+    for name in _BANNER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in (
+        ".*does not have many workers.*",
+        ".*is smaller than the logging interval.*",
+        ".*but have no `val_dataloader`.*",
+        ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*",
+    ):
+        warnings.filterwarnings("ignore", message)
+    _SILENCED = True
 
 
 def quiet_trainer(max_epochs: int, callbacks: Sequence[pl.Callback] = (), **overrides) -> pl.Trainer:
@@ -35,13 +56,7 @@ def quiet_trainer(max_epochs: int, callbacks: Sequence[pl.Callback] = (), **over
     """
     if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
         raise ValueError(f"epochs must be an int >= 1, got {max_epochs!r}")
-    for name in _BANNER_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", ".*`training_step` returned `None`.*")
-    warnings.filterwarnings("ignore", ".*but have no `val_dataloader`.*")
-    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+    _silence_trial_noise()
     options = dict(
         max_epochs=max_epochs,
         accelerator="auto",
@@ -61,7 +76,9 @@ class TensorBatches:
     """Iterate ``(x[idx], y[idx])`` batches over in-memory tensors.
 
     With ``shuffle=True`` each pass uses a fresh permutation from a generator seeded once, so
-    the sequence of epochs is reproducible.
+    the sequence of epochs is reproducible. With ``chunk=True`` a pass yields a single item, the
+    list of all its minibatches, for modules that step through them in one ``training_step``
+    (``MainTaskModule`` does).
     """
 
     def __init__(
@@ -71,18 +88,26 @@ class TensorBatches:
         batch_size: int,
         shuffle: bool = False,
         seed: int = 0,
+        chunk: bool = False,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if len(x) != len(y):
             raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
         self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
+        self.chunk = chunk
         self._generator = torch.Generator().manual_seed(int(seed))
 
     def __len__(self) -> int:
-        return -(-len(self.x) // self.batch_size)
+        return 1 if self.chunk else -(-len(self.x) // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator:
+        if self.chunk:
+            yield list(self._minibatches())
+        else:
+            yield from self._minibatches()
+
+    def _minibatches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)
         if self.shuffle:
             order = torch.randperm(n, generator=self._generator)
@@ -93,16 +118,3 @@ class TensorBatches:
             for i in range(0, n, self.batch_size):
                 yield self.x[i : i + self.batch_size], self.y[i : i + self.batch_size]
 
-
-class ValidationTimer(pl.Callback):
-    """Accumulates the seconds spent in validation; ``active`` is True while it runs."""
-
-    def __init__(self) -> None:
-        self.seconds, self.active, self._start = 0.0, False, 0.0
-
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.active, self._start = True, time.perf_counter()
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.active = False
-        self.seconds += time.perf_counter() - self._start

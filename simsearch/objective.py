@@ -232,30 +232,36 @@ class SimulatorObjective:
             return self._call_factory(trial)
 
     def _fit_lightning(self, trial: optuna.Trial, module: Any, batch: SimulatedBatch, seed: int):
-        from lightning_modules import PruningCallback, TensorBatches, ValidationTimer, quiet_trainer
+        from lightning_modules import MainTaskModule, PruningCallback, TensorBatches, quiet_trainer
 
-        pruning = PruningCallback(trial, self.monitor)
-        timer = ValidationTimer()
-        trainer = quiet_trainer(self.epochs, [pruning, timer], **self.trainer_options)
-        train = TensorBatches(batch.x, batch.y, self.batch_size, shuffle=True, seed=seed)
-        val = TensorBatches(*self.val_data, batch_size=max(self.batch_size, 1024))
+        options = dict(self.trainer_options)
+        if isinstance(module, MainTaskModule):  # evaluate and step without per-step overhead
+            pruning = PruningCallback(trial, self.monitor, val_data=self.val_data)
+            options.setdefault("limit_val_batches", 0)
+            train = TensorBatches(batch.x, batch.y, self.batch_size, True, seed, chunk=True)
+            val = None
+        else:
+            pruning = PruningCallback(trial, self.monitor)
+            train = TensorBatches(batch.x, batch.y, self.batch_size, True, seed)
+            val = TensorBatches(*self.val_data, batch_size=max(self.batch_size, 1024))
+        trainer = quiet_trainer(self.epochs, [pruning], **options)
         start = time.perf_counter()
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
         except Exception as exc:
-            raise PhaseError("evaluate" if timer.active else "train", exc) from exc
+            raise PhaseError("evaluate" if pruning.evaluating else "train", exc) from exc
         finally:
-            total = time.perf_counter() - start
-            trial.set_user_attr("train_s", total - timer.seconds)
-            trial.set_user_attr("evaluate_s", timer.seconds)
+            trial.set_user_attr("train_s", time.perf_counter() - start - pruning.seconds)
+            trial.set_user_attr("evaluate_s", pruning.seconds)
         pruning.check_pruned()
         if pruning.last_value is None:
             raise PhaseError("evaluate", RuntimeError("no validation epoch ran"))
         if not math.isfinite(pruning.last_value):
-            raise PhaseError("evaluate", FloatingPointError(
-                f"validation {self.monitor} is {pruning.last_value}"))
+            raise PhaseError(
+                "evaluate", FloatingPointError(f"validation {self.monitor} is {pruning.last_value}")
+            )
         return pruning.last_value
 
     def _fit_sklearn(self, trial: optuna.Trial, estimator: Any, batch: SimulatedBatch) -> float:
