@@ -1,0 +1,447 @@
+"""Meta-Sim's distribution transformer G_θ and its training (Kar et al., ICCV 2019, §3, Alg. 1).
+
+Meta-Sim keeps the *structure* of each scene sampled from the simulator's probabilistic grammar
+P (here: q_ψ at a fixed ψ) and learns a network G_θ that rewrites the scene's *mutable attributes*
+(§3.1). For a simsearch :class:`~simsearch.simulator.Simulator` the scene is its latents s (one row
+per sample) and the mutable attributes are, by default, the **continuous latents** — those whose
+torch distribution has a non-discrete support (Normal, Uniform, Beta, ...). Discrete latents
+(Bernoulli, Categorical: class labels, object types, counts) are inputs of G_θ but pass through
+unchanged, as Meta-Sim keeps categorical attributes immutable ("In this paper, we keep categorical
+attributes immutable"). Pass ``mutable=[...]`` to choose a subset.
+
+Pieces, each with the paper's equation:
+
+* :class:`DistributionTransformer` — G_θ: an MLP (plus a linear skip path) from all standardised
+  attributes of a scene to the mean of its transformed mutable attributes. Sampling follows Eq. 4:
+  each transformed attribute ~ N(G_θ(s), (σ · scale)²) with a fixed σ, independently, so
+  ``log p_{G_θ}(S')`` is a sum over samples and attributes. ``pretrain_identity`` is §3.2.1's
+  autoencoder pre-training (L1 loss for continuous attributes).
+* :func:`finite_difference_render` — §3.2.2 "Backprop through a renderer": the renderer is treated
+  as a black box and ∂x/∂a is approximated by central differences, perturbing each mutable
+  attribute of every scene (footnote 3), so the MMD loss of Eq. 1 reaches θ.
+* :class:`TransformedSimulator` — the simulator P followed by G_θ and the renderer, itself a
+  :class:`~simsearch.simulator.Simulator` (same ψ), so it plugs into ``SimulatorObjective``,
+  ``compare`` and ``show``.
+* :class:`MetaSimTrainer` — Algorithm 1: per iteration, transform a batch of scenes, render them, add
+  the MMD² to unlabelled real inputs (Eq. 1), train the accumulated task network on the batch, score
+  it on the labelled validation set, and add the REINFORCE task loss
+  −(score − moving average) · log p_{G_θ}(S') (Eq. 3); one Adam step on θ.
+
+>>> import torch
+>>> from torch.distributions import Bernoulli, Normal
+>>> from simsearch import Parameter, Simulator
+>>> class Shift(Simulator):
+...     def __init__(self):
+...         super().__init__([Parameter("mu", -2.0, 2.0, 0.0)])
+...     def distributions(self, psi, n):
+...         return {"y": Bernoulli(probs=torch.full((n,), 0.5)),
+...                 "u": Normal(psi["mu"].expand(n), 1.0)}
+...     def render(self, latents):
+...         return latents["u"].unsqueeze(1) + 3 * latents["y"].unsqueeze(1), latents["y"].long()
+>>> g = DistributionTransformer(Shift(), seed=0)
+>>> g.mutable
+('u',)
+>>> losses = g.pretrain_identity(steps=200, seed=0)
+>>> losses[-1] < 0.1
+True
+>>> batch = TransformedSimulator(Shift(), g).simulate({"mu": torch.tensor(0.0)}, n=5, seed=0)
+>>> sorted(batch.latents)
+['metasim_attributes', 'u', 'y']
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.distributions import Independent, Normal
+
+from simsearch.mmd import FeatureMap, default_features, mmd2
+from simsearch.objective import trial_seed
+from simsearch.parameters import Psi
+from simsearch.simulator import Simulator
+
+__all__ = [
+    "TRANSFORMED",
+    "DistributionTransformer",
+    "MetaSimTrainer",
+    "TransformedSimulator",
+    "continuous_latents",
+    "finite_difference_render",
+]
+
+#: Name of the latent holding the transformed mutable attributes S' (flattened, ``(n, d_mut)``).
+TRANSFORMED = "metasim_attributes"
+
+
+def continuous_latents(simulator: Simulator, psi: Psi, latents: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the latents whose distribution under q_ψ has a continuous support (Meta-Sim's
+    mutable attributes by default). A distribution that does not declare its support counts as
+    discrete (left unchanged)."""
+    n = next(iter(latents.values())).shape[0]
+    names = []
+    for name, spec in simulator.distributions(psi, n).items():
+        dist = spec(dict(latents)) if callable(spec) else spec
+        try:
+            discrete = bool(dist.support.is_discrete)
+        except NotImplementedError:
+            discrete = True
+        if not discrete and latents[name].is_floating_point():
+            names.append(name)
+    return names
+
+
+class DistributionTransformer(torch.nn.Module):
+    """G_θ: all attributes of a scene → the mean of its transformed mutable attributes.
+
+    The layout (latent names, per-sample shapes) and the standardisation of inputs and outputs are
+    read from a reference batch of ``n_reference`` scenes drawn from ``simulator`` at ``psi``
+    (default: its initial ψ) with ``seed``.
+
+    Args:
+        simulator: the simulator (Meta-Sim's probabilistic grammar P) whose scenes are transformed.
+        psi: the ψ at which scenes are sampled (kept fixed while G_θ is trained).
+        mutable: names of the latents G_θ may change; default: every continuous latent.
+        hidden: width of the two hidden layers.
+        sigma: Eq. 4's fixed standard deviation, in units of each attribute's ``scale``.
+        scales: per-latent scale (raw units) of the mutable attributes; default: the reference
+            batch's standard deviation per component (floored at 1e-3). G_θ predicts in these units;
+            σ and the finite-difference step are multiples of them.
+        n_reference: scenes drawn to read the layout and the standardisation.
+        seed: seeds the reference batch and the network's initialisation.
+    """
+
+    def __init__(
+        self,
+        simulator: Simulator,
+        psi: Psi | None = None,
+        mutable: Sequence[str] | None = None,
+        hidden: int = 64,
+        sigma: float = 0.1,
+        scales: Mapping[str, float] | None = None,
+        n_reference: int = 2000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(simulator, Simulator):
+            raise TypeError(
+                "DistributionTransformer needs a simulator with explicit latents (a simsearch "
+                f"Simulator), got {type(simulator).__name__}"
+            )
+        if not (isinstance(sigma, int | float) and math.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+            raise ValueError(f"hidden must be an int >= 1, got {hidden!r}")
+        self.psi = {k: v.detach().clone() for k, v in (psi or simulator.init_psi()).items()}
+        reference = simulator.simulate(self.psi, n_reference, seed).latents
+        self.names = tuple(reference)
+        self.shapes = {k: tuple(v.shape[1:]) for k, v in reference.items()}
+        continuous = continuous_latents(simulator, self.psi, reference)
+        if mutable is None:
+            mutable = continuous
+        unknown = [m for m in mutable if m not in continuous]
+        if unknown or not mutable:
+            raise ValueError(
+                f"mutable: expected a non-empty subset of the continuous latents {continuous}, "
+                f"got {list(mutable)}"
+            )
+        self.mutable = tuple(m for m in self.names if m in mutable)
+        scales = dict(scales or {})
+        bad = sorted(set(scales) - set(self.mutable))
+        if bad:
+            raise ValueError(f"scales: unknown mutable attributes {bad}; expected some of {self.mutable}")
+        self.sigma = float(sigma)
+        inputs = self._flatten(reference, self.names)
+        outputs = self._flatten(reference, self.mutable)
+        out_scale = outputs.std(0).clamp_min(1e-3)
+        i = 0
+        for name in self.mutable:
+            size = int(np.prod(self.shapes[name], dtype=np.int64))
+            if name in scales:
+                value = scales[name]
+                if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                    raise ValueError(f"scales[{name!r}] must be a finite number > 0, got {value!r}")
+                out_scale[i : i + size] = float(value)
+            i += size
+        self.register_buffer("in_shift", inputs.mean(0))
+        self.register_buffer("in_scale", inputs.std(0).clamp_min(1e-3))
+        self.register_buffer("out_shift", outputs.mean(0))
+        self.register_buffer("out_scale", out_scale)
+        d_in, d_out = inputs.shape[1], outputs.shape[1]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(trial_seed(seed, 1))
+            self.mlp = torch.nn.Sequential(
+                torch.nn.Linear(d_in, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
+                torch.nn.ReLU(), torch.nn.Linear(hidden, d_out),
+            )
+            self.skip = torch.nn.Linear(d_in, d_out)
+        self._simulator = simulator
+
+    # -- layout ---------------------------------------------------------------------------------
+    def _flatten(self, latents: Mapping[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
+        missing = [k for k in names if k not in latents]
+        if missing:
+            raise ValueError(f"latents: missing {missing}; expected {list(self.names)}")
+        n = latents[names[0]].shape[0]
+        return torch.cat([latents[k].reshape(n, -1).float() for k in names], dim=1)
+
+    def mutable_values(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The mutable attributes of each scene, flattened: ``(n, d_mut)``, raw units."""
+        return self._flatten(latents, self.mutable)
+
+    def replace(self, latents: Mapping[str, torch.Tensor], attrs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A copy of ``latents`` whose mutable attributes are ``attrs`` ``(n, d_mut)``."""
+        out, i, n = dict(latents), 0, attrs.shape[0]
+        for name in self.mutable:
+            size = int(np.prod(self.shapes[name], dtype=np.int64))
+            out[name] = attrs[:, i : i + size].reshape(n, *self.shapes[name]).to(latents[name].dtype)
+            i += size
+        return out
+
+    # -- G_θ and Eq. 4 --------------------------------------------------------------------------
+    def scaled_mean(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """G_θ(s) in standardised output units ``(n, d_mut)``."""
+        z = (self._flatten(latents, self.names) - self.in_shift) / self.in_scale
+        return self.mlp(z) + self.skip(z)
+
+    def forward(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """G_θ(s): the transformed mutable attributes' mean ``(n, d_mut)``, raw units."""
+        return self.scaled_mean(latents) * self.out_scale + self.out_shift
+
+    def distribution(self, latents: Mapping[str, torch.Tensor]) -> Independent:
+        """p_{G_θ}(s' | s) = Π_a N(s'_a; G_θ(s)_a, (σ · scale_a)²) — Eq. 4's factorisation."""
+        return Independent(Normal(self(latents), self.sigma * self.out_scale), 1)
+
+    def pretrain_identity(
+        self,
+        steps: int = 500,
+        batch_size: int = 256,
+        lr: float = 1e-2,
+        seed: int = 0,
+    ) -> list[float]:
+        """§3.2.1: train G_θ(s) = s on fresh scenes from P with an L1 loss (standardised units).
+
+        Returns the loss of every step.
+        """
+        for name, value in (("steps", steps), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        optimiser = torch.optim.Adam(self.parameters(), lr=lr)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+        losses = []
+        for step in range(steps):
+            latents = self._simulator.simulate(self.psi, batch_size, trial_seed(seed, step)).latents
+            target = (self.mutable_values(latents) - self.out_shift) / self.out_scale
+            loss = (self.scaled_mean(latents) - target).abs().mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            losses.append(float(loss.detach()))
+        return losses
+
+
+class _FiniteDifferenceRender(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, attrs, render_x, steps):  # noqa: D401 - autograd signature
+        ctx.save_for_backward(attrs, steps)
+        ctx.render_x = render_x
+        return render_x(attrs.detach())
+
+    @staticmethod
+    def backward(ctx, grad_x):
+        attrs, steps = ctx.saved_tensors
+        n = attrs.shape[0]
+        grads = torch.empty_like(attrs)
+        with torch.no_grad():
+            for j in range(attrs.shape[1]):
+                delta = torch.zeros_like(attrs)
+                delta[:, j] = steps[j]
+                jac_j = (ctx.render_x(attrs + delta) - ctx.render_x(attrs - delta)) / (2 * steps[j])
+                grads[:, j] = (grad_x * jac_j).reshape(n, -1).sum(1)
+        return grads, None, None
+
+
+def finite_difference_render(
+    render_x: Callable[[torch.Tensor], torch.Tensor], attrs: torch.Tensor, steps: torch.Tensor
+) -> torch.Tensor:
+    """x = R(a) with ∂x/∂a by central finite differences (Meta-Sim §3.2.2, footnote 3).
+
+    ``render_x`` maps attributes ``(n, d)`` to inputs ``(n, ...)``, each scene depending only on its
+    own row (true of any batched renderer), so perturbing column j of every row at once gives the
+    j-th Jacobian column of all scenes: the backward pass costs 2·d renders of the batch.
+    ``steps`` ``(d,)`` are the perturbation sizes, raw units.
+    """
+    steps = torch.as_tensor(steps, dtype=attrs.dtype)
+    if steps.shape != (attrs.shape[1],) or not bool((steps > 0).all()):
+        raise ValueError(f"steps must be {attrs.shape[1]} positive sizes, got {steps.tolist()}")
+    return _FiniteDifferenceRender.apply(attrs, render_x, steps)
+
+
+class TransformedSimulator(Simulator):
+    """P followed by G_θ and the renderer: Meta-Sim's synthetic data source as a simulator.
+
+    Same ψ as ``base``. Latents: the base scene s (the input, kept for inspection) and
+    :data:`TRANSFORMED` s' ~ p_{G_θ}(· | s) (Eq. 4); the base renderer draws s with its mutable
+    attributes replaced by s'. ``log_prob`` is differentiable in θ through the last term.
+    """
+
+    def __init__(self, base: Simulator, transformer: DistributionTransformer) -> None:
+        if TRANSFORMED in transformer.names:
+            raise ValueError(f"the base simulator already has a latent named {TRANSFORMED!r}")
+        super().__init__(base.parameters)
+        self.base, self.transformer = base, transformer
+
+    def distributions(self, psi: Psi, n: int):
+        specs = dict(self.base.distributions(psi, n))
+        names = self.transformer.names
+        specs[TRANSFORMED] = lambda latents: self.transformer.distribution(
+            {k: latents[k] for k in names}
+        )
+        return specs
+
+    def scene(self, latents: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The transformed scene G_θ(s): the base latents with s' in place of the mutable ones."""
+        base = {k: latents[k] for k in self.transformer.names}
+        return self.transformer.replace(base, latents[TRANSFORMED])
+
+    def render(self, latents):
+        with torch.no_grad():
+            return self.base.render(self.scene(latents))
+
+
+class MetaSimTrainer:
+    """Algorithm 1 of Meta-Sim: train G_θ with the MMD loss (Eq. 1) and the task loss (Eq. 3).
+
+    Args:
+        transformer: G_θ (pre-trained to the identity, §3.2.1, before calling :meth:`fit`).
+        simulator: the base simulator P; scenes are drawn at ``transformer.psi``.
+        real_x: unlabelled real inputs X_R (needed when ``mmd_weight > 0``).
+        task_module: the task network (an ``AccumulatedMainTaskModule`` is trained across
+            iterations, Alg. 1 line 15) and ``val``, labelled validation data V ``(x, y)``: the
+            task score of Eq. 2 is the module's metric on V after training on the iteration's data.
+        score: instead of ``task_module`` and ``val``, any ``score(x, y, seed) -> float`` to
+            maximise (Eq. 2's score(S') of the rendered data).
+        mmd_weight, task_weight: weights of the two losses (0 switches one off).
+        batch_size: B_m, scenes per iteration (one iteration of Alg. 1's inner loop, I_m = 1).
+        lr: Adam's learning rate for θ.
+        baseline_decay: the moving average's decay: b ← decay · b + (1 − decay) · score.
+        task_epochs, task_batch_size: how the task network is trained on each iteration's data.
+        fd_step: finite-difference step, in units of each attribute's scale.
+        features: φ for the MMD (default: :func:`simsearch.mmd.default_features`).
+        seed: the data of iteration t depend on (seed, t) only.
+
+    The task loss follows Alg. 1, line 17 with Eq. 4 averaged over the batch instead of summed (a
+    rescaling of the learning rate by B_m, so that ``lr`` does not depend on the batch size).
+    """
+
+    def __init__(
+        self,
+        transformer: DistributionTransformer,
+        simulator: Simulator,
+        real_x: torch.Tensor | None = None,
+        *,
+        task_module: Any = None,
+        val: tuple[torch.Tensor, torch.Tensor] | None = None,
+        score: Callable[[torch.Tensor, torch.Tensor, int], float] | None = None,
+        mmd_weight: float = 1.0,
+        task_weight: float = 1.0,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        baseline_decay: float = 0.9,
+        task_epochs: int = 1,
+        task_batch_size: int = 64,
+        fd_step: float = 0.1,
+        features: FeatureMap = default_features,
+        seed: int = 0,
+    ) -> None:
+        if mmd_weight < 0 or task_weight < 0 or mmd_weight + task_weight == 0:
+            raise ValueError(
+                f"mmd_weight and task_weight must be >= 0 and not both 0, got {mmd_weight}, {task_weight}"
+            )
+        if mmd_weight > 0 and real_x is None:
+            raise ValueError("real_x (unlabelled real inputs) is required when mmd_weight > 0")
+        if task_weight > 0 and score is None and (task_module is None or val is None):
+            raise ValueError(
+                "task_weight > 0 needs a score function, or task_module and val (labelled validation data)"
+            )
+        if not 0 <= baseline_decay < 1:
+            raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
+        if not fd_step > 0:
+            raise ValueError(f"fd_step must be > 0, got {fd_step}")
+        self.transformer, self.simulator = transformer, simulator
+        self.transformed = TransformedSimulator(simulator, transformer)
+        self.task_module, self.val = task_module, val
+        self.score = score or self._train_and_score
+        self.mmd_weight, self.task_weight = float(mmd_weight), float(task_weight)
+        self.batch_size, self.task_epochs, self.task_batch_size = batch_size, task_epochs, task_batch_size
+        self.baseline_decay, self.fd_step, self.features = baseline_decay, fd_step, features
+        self.seed = int(seed)
+        self.real_features = None if real_x is None else features(real_x).detach()
+        self.optimiser = torch.optim.Adam(transformer.parameters(), lr=lr)
+        self.baseline: float | None = None
+        self.iteration = 0
+        self.history: list[dict[str, float]] = []
+
+    def _render_x(self, latents: Mapping[str, torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        base = {k: latents[k] for k in self.transformer.names}
+        return lambda attrs: self.simulator.render(self.transformer.replace(base, attrs))[0].float()
+
+    def step(self) -> dict[str, float]:
+        """One iteration of Alg. 1 (lines 5–18); returns its record."""
+        start, t = time.perf_counter(), self.iteration
+        seed = trial_seed(self.seed, t)
+        batch = self.transformed.simulate(self.transformer.psi, self.batch_size, seed)
+        base = {k: batch.latents[k] for k in self.transformer.names}
+        sampled = batch.latents[TRANSFORMED]
+        record: dict[str, float] = {"iteration": t, "images": len(batch)}
+        loss = torch.zeros(())
+        if self.mmd_weight > 0:
+            mean = self.transformer(base)
+            attrs = mean + (sampled - mean).detach()  # reparametrised sample: value s', gradient of G_θ
+            steps = self.fd_step * self.transformer.out_scale
+            x = finite_difference_render(self._render_x(batch.latents), attrs, steps)
+            gap = mmd2(self.features(x), self.real_features, unbiased=False)
+            loss = loss + self.mmd_weight * gap
+            record["mmd2"] = float(gap.detach())
+            record["renders"] = len(batch) * (1 + 2 * sampled.shape[1])
+        if self.task_weight > 0:
+            score = float(self.score(batch.x, batch.y, seed))
+            self.baseline = score if self.baseline is None else self.baseline
+            advantage = score - self.baseline
+            log_p = self.transformer.distribution(base).log_prob(sampled)
+            loss = loss - self.task_weight * advantage * log_p.mean()
+            record.update(score=score, baseline=self.baseline, advantage=advantage)
+            self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * score
+        self.optimiser.zero_grad()
+        loss.backward()
+        self.optimiser.step()
+        self.iteration += 1
+        record["seconds"] = time.perf_counter() - start
+        self.history.append(record)
+        return record
+
+    def fit(self, iterations: int, callback: Callable[[dict[str, float]], None] | None = None):
+        """Run ``iterations`` steps (E_m · I_m of Alg. 1); returns the history of records."""
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+            raise ValueError(f"iterations must be an int >= 0, got {iterations!r}")
+        for _ in range(iterations):
+            record = self.step()
+            if callback is not None:
+                callback(record)
+        return self.history
+
+    def _train_and_score(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> float:
+        from lightning_modules.trainer import TensorBatches, quiet_trainer
+
+        trainer = quiet_trainer(self.task_epochs, limit_val_batches=0)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            batches = TensorBatches(x, y, self.task_batch_size, shuffle=True, seed=seed)
+            trainer.fit(self.task_module, train_dataloaders=batches)
+        score = self.task_module.evaluate(*self.val)
+        return score if getattr(self.task_module, "direction", "maximize") == "maximize" else -score

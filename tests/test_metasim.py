@@ -1,0 +1,167 @@
+"""Meta-Sim: the distribution transformer G_θ, finite-difference rendering, Algorithm 1, the runner."""
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Bernoulli, Categorical, Independent, Normal, Uniform
+
+from lightning_modules.distribution_transformer import (
+    TRANSFORMED,
+    DistributionTransformer,
+    MetaSimTrainer,
+    TransformedSimulator,
+    continuous_latents,
+    finite_difference_render,
+)
+from simsearch import Parameter, Simulator
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: intra-op threads only add contention on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Toy(Simulator):
+    """Label y, a discrete type c, a 2-D continuous offset u and a continuous gain r.
+
+    The renderer goes through NumPy, so autograd cannot differentiate it (as with a game engine).
+    """
+
+    def __init__(self):
+        super().__init__([Parameter("mu", -5.0, 5.0, [0.0, 0.0], shape=(2,))])
+
+    def distributions(self, psi, n):
+        return {
+            "y": Bernoulli(probs=torch.full((n,), 0.5)),
+            "c": Categorical(logits=torch.zeros(n, 3)),
+            "u": Independent(Normal(psi["mu"].expand(n, 2), 1.0), 1),
+            "r": Uniform(torch.zeros(n), torch.ones(n)),
+        }
+
+    def render(self, latents):
+        u, r = latents["u"].numpy(), latents["r"].numpy()
+        y, c = latents["y"].numpy(), latents["c"].numpy()
+        x = np.stack([u[:, 0] + 3 * y, u[:, 1] * (1 + 0.1 * r) + 0.2 * c], axis=1)
+        return torch.as_tensor(x, dtype=torch.float32), latents["y"].long()
+
+
+MU0 = {"mu": torch.zeros(2)}
+
+
+def test_mutable_attributes_are_the_continuous_latents():
+    sim = Toy()
+    latents = sim.simulate(MU0, 50, seed=0).latents
+    assert continuous_latents(sim, MU0, latents) == ["u", "r"]
+    g = DistributionTransformer(sim, n_reference=200)
+    assert g.mutable == ("u", "r")
+    assert DistributionTransformer(sim, mutable=["u"], n_reference=200).mutable == ("u",)
+    with pytest.raises(ValueError, match=r"continuous latents \['u', 'r'\], got \['c'\]"):
+        DistributionTransformer(sim, mutable=["c"], n_reference=200)
+    with pytest.raises(ValueError, match="scales: unknown mutable attributes"):
+        DistributionTransformer(sim, scales={"y": 1.0}, n_reference=200)
+
+
+def test_identity_pretraining_reproduces_the_input_attributes():
+    sim = Toy()
+    g = DistributionTransformer(sim, n_reference=500, seed=0)
+    fresh = sim.simulate(MU0, 500, seed=123).latents
+    before = float((g(fresh) - g.mutable_values(fresh)).abs().mean().detach())
+    losses = g.pretrain_identity(steps=300, batch_size=128, seed=0)
+    after = ((g(fresh) - g.mutable_values(fresh)).abs() / g.out_scale).mean(0).detach()
+    assert before > 0.2
+    assert losses[-1] < 0.05 * losses[0]
+    assert float(after.max()) < 0.03, after  # < 3 % of each attribute's spread, on unseen scenes
+
+
+def test_transformed_simulator_keeps_discrete_latents_and_renders_the_transformed_scene():
+    sim = Toy()
+    g = DistributionTransformer(sim, n_reference=200, sigma=0.2, seed=0)
+    tsim = TransformedSimulator(sim, g)
+    batch = tsim.simulate(MU0, 64, seed=3)
+    base = sim.simulate(MU0, 64, seed=3)
+    for name in ("y", "c", "u", "r"):  # the input scene s is the base simulator's, unchanged
+        assert torch.equal(batch.latents[name], base.latents[name])
+    scene = tsim.scene(batch.latents)
+    assert torch.equal(scene["y"], base.latents["y"]) and torch.equal(scene["c"], base.latents["c"])
+    assert torch.equal(scene["u"], batch.latents[TRANSFORMED][:, :2])
+    assert torch.equal(batch.x, sim.render(scene)[0])
+    assert torch.equal(batch.x, tsim.simulate(MU0, 64, seed=3).x)  # seeded
+
+
+def test_log_prob_is_eq4_and_differentiable_in_theta():
+    sim = Toy()
+    g = DistributionTransformer(sim, n_reference=200, sigma=0.3, seed=0)
+    tsim = TransformedSimulator(sim, g)
+    latents = tsim.simulate(MU0, 16, seed=1).latents
+    total = tsim.log_prob(latents, MU0)
+    base = {k: latents[k] for k in g.names}
+    mean, std = g(base), 0.3 * g.out_scale
+    eq4 = Normal(mean, std).log_prob(latents[TRANSFORMED]).sum(1)  # Σ over mutable attributes
+    assert torch.allclose(total, sim.log_prob(base, MU0) + eq4, atol=1e-5)
+    total.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in g.skip.parameters())
+
+
+def test_finite_difference_gradient_matches_autograd_on_a_differentiable_renderer():
+    def render(a):
+        return torch.stack([torch.sin(a[:, 0]) * a[:, 1], a[:, 0] ** 2, torch.exp(0.3 * a[:, 1])], dim=1)
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(20, 2, generator=g, dtype=torch.float64)
+    w = torch.randn(20, 3, generator=g, dtype=torch.float64)
+    exact = a.clone().requires_grad_(True)
+    (render(exact) * w).sum().backward()
+    approx = a.clone().requires_grad_(True)
+    x = finite_difference_render(render, approx, torch.full((2,), 1e-4, dtype=torch.float64))
+    assert torch.equal(x, render(a))
+    (x * w).sum().backward()
+    assert torch.allclose(approx.grad, exact.grad, rtol=1e-6, atol=1e-8)
+    with pytest.raises(ValueError, match="steps must be 2 positive sizes"):
+        finite_difference_render(render, a, torch.tensor([1e-3, 0.0]))
+
+
+def test_mmd_training_through_a_numpy_renderer_moves_the_scenes_onto_the_real_distribution():
+    sim = Toy()
+    target = {"mu": torch.tensor([2.0, 0.0])}
+    real_x = sim.simulate(target, 400, seed=99).x  # unlabelled "real" inputs: u₀ shifted by +2
+    g = DistributionTransformer(sim, n_reference=500, sigma=0.05, seed=0)
+    g.pretrain_identity(steps=200, batch_size=128, seed=0)
+    trainer = MetaSimTrainer(g, sim, real_x, task_weight=0.0, batch_size=128, lr=0.03, seed=0)
+    history = trainer.fit(120)
+    fresh = sim.simulate(MU0, 1000, seed=7).latents
+    moved = g(fresh).detach()
+    assert float(moved[:, 0].mean()) == pytest.approx(2.0, abs=0.3)  # the gap was learnt
+    assert float(moved[:, 1].mean()) == pytest.approx(0.0, abs=0.3)  # the rest was kept
+    assert np.mean([h["mmd2"] for h in history[-10:]]) < 0.2 * np.mean([h["mmd2"] for h in history[:5]])
+    assert history[0]["renders"] == 128 * (1 + 2 * 3)  # one render + 2 per mutable attribute
+
+
+def test_reinforce_task_loss_alone_climbs_a_known_score():
+    sim = Toy()
+    g = DistributionTransformer(sim, mutable=["u"], n_reference=500, sigma=0.5, seed=0)
+    g.pretrain_identity(steps=200, batch_size=128, seed=0)
+
+    def score(x, y, seed):  # best when the rendered first coordinate, minus 3y, averages 1.5
+        return -float(((x[:, 0] - 3 * y).mean() - 1.5) ** 2)
+
+    trainer = MetaSimTrainer(g, sim, score=score, mmd_weight=0.0, batch_size=16, lr=0.02, seed=0)
+    history = trainer.fit(300)
+    fresh = sim.simulate(MU0, 1000, seed=7).latents
+    assert float(g(fresh)[:, 0].mean()) == pytest.approx(1.5, abs=0.4)
+    assert np.mean([h["score"] for h in history[-30:]]) > 0.2 * np.mean([h["score"] for h in history[:30]])
+    assert "mmd2" not in history[0]
+
+
+def test_trainer_rejects_missing_inputs():
+    sim = Toy()
+    g = DistributionTransformer(sim, n_reference=100)
+    with pytest.raises(ValueError, match="real_x"):
+        MetaSimTrainer(g, sim, None, task_weight=0.0)
+    with pytest.raises(ValueError, match="needs a score function"):
+        MetaSimTrainer(g, sim, torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="not both 0"):
+        MetaSimTrainer(g, sim, torch.zeros(4, 2), mmd_weight=0.0, task_weight=0.0)
