@@ -1,3 +1,6 @@
 """Optuna samplers for simulator parameters: REINFORCE (Learning to Simulate), AutoSimulate, BO."""
 
+from samplers.bayesopt import BayesOptSampler
+
 __all__: list[str] = []
+__all__ += ["BayesOptSampler"]

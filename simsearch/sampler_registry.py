@@ -24,6 +24,7 @@ SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
     "tpe": _optuna("TPESampler"),
     "gp": _optuna("GPSampler"),
     "cmaes": _optuna("CmaEsSampler"),
+    "bayesopt": lambda seed: importlib.import_module("samplers.bayesopt").BayesOptSampler(seed=seed),
 }
 
 
