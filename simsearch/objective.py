@@ -85,7 +85,8 @@ class SimulatorObjective:
         simulator: a :class:`~simsearch.simulator.BaseSimulator`.
         model: the main task model, one of
             * a factory ``() -> module`` or ``(trial) -> module`` giving a fresh model per trial
-              (the trial form lets the model's own hyper-parameters join the study);
+              (a class works; a factory with one required argument receives the trial, so the
+              model's own hyper-parameters join the study);
             * a ``LightningModule`` instance: trained from a copy of its initial state each trial,
               unless it is an ``AccumulatedMainTaskModule``, which is kept and fine-tuned across
               trials (LTS §4.3, AutoSimulate Alg. 1);
@@ -207,7 +208,11 @@ class SimulatorObjective:
         return self.model
 
     def _call_factory(self, trial: Any, probe: bool = False) -> Any:
-        if len(inspect.signature(self.model).parameters) == 0:
+        required = [
+            p for p in inspect.signature(self.model).parameters.values()
+            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        if not required:  # a class or function with no required argument: () -> module
             return self.model()
         try:
             return self.model(trial)
