@@ -3,6 +3,8 @@
     simsearch problems                                    list the built-in problems
     simsearch run --problem gmm2d --sampler tpe --trials 30 --out out/run
                                                           one resumable study (SQLite by default)
+    simsearch show --problem traffic-count --params real --out grid.png
+                                                          PNG grid of samples at a ψ
 """
 
 from __future__ import annotations
@@ -76,6 +78,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_show(args: argparse.Namespace) -> int:
+    from simsearch.show import resolve_psi, sample_grid
+
+    problem = problems.get(args.problem)
+    psi = resolve_psi(problem, args.params, args.run_dir)
+    sample_grid(problem, psi, n=args.n, seed=args.seed, with_val=args.with_val, out=args.out,
+                title=f"{problem.name}: simulated, ψ = {args.params}")
+    print(f"{args.n} samples of {problem.name} at ψ = {args.params} written to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simsearch", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite in --out)")
     p.add_argument("--study", default=None, help="study name (default: problem-sampler-seed)")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("show", help="write a PNG grid of samples simulated at a ψ, with labels")
+    p.add_argument("--problem", default="gmm2d")
+    p.add_argument("--params", default="default",
+                   help="default | real | best (best_params.json in --run-dir) | FILE.json")
+    p.add_argument("--run-dir", default="out/run", help="where `simsearch run` wrote best_params.json")
+    p.add_argument("--n", type=int, default=16, help="samples to show")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--with-val", action="store_true", help="also show validation samples")
+    p.add_argument("--out", default="grid.png")
+    p.set_defaults(func=_cmd_show)
     return parser
 
 

@@ -18,6 +18,10 @@ __all__ = ["DataSource", "Problem", "get", "mean_std", "names", "register"]
 
 _REGISTRY: dict[str, str | Callable[[], Problem]] = {
     "gmm2d": "simsearch.problems.gmm2d:make_problem",
+    "traffic-count": "simsearch.problems.traffic:make_count_problem",
+    "traffic-seg": "simsearch.problems.traffic:make_seg_problem",
+    "digits": "simsearch.problems.digits:make_problem",
+    "digits-rot": "simsearch.problems.digits:make_rotated_problem",
 }
 
 
