@@ -5,6 +5,10 @@
                                                           one resumable study (SQLite by default)
     simsearch show --problem traffic-count --params real --out grid.png
                                                           PNG grid of samples at a ψ
+    simsearch compare --problem gmm2d --samplers random,tpe,bayesopt --seeds 2 --trials 10 --out out/compare
+                                                          samplers side by side: report.md, plots
+    simsearch metasim --problem digits-rot --seeds 3 --iterations 100 --out out/metasim
+                                                          Meta-Sim's distribution transformer: report
 """
 
 from __future__ import annotations
@@ -116,7 +120,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--with-val", action="store_true", help="also show validation samples")
     p.add_argument("--out", default="grid.png")
     p.set_defaults(func=_cmd_show)
+
+    p = sub.add_parser("compare", help="run samplers side by side on one problem and budget; report")
+    p.add_argument("--problem", default="gmm2d")
+    p.add_argument("--samplers", default="random,tpe,bayesopt",
+                   help="comma-separated sampler names or module:Class")
+    p.add_argument("--seeds", type=int, default=2, help="number of seeds (0 … N-1)")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--trials", type=int, help="trials per study")
+    budget.add_argument("--budget-images", type=int, help="images generated per study")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite in --out)")
+    p.add_argument("--out", default="out/compare")
+    p.add_argument("--jobs", type=int, default=1, help="studies run at the same time")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("metasim", help="train Meta-Sim's distribution transformer; report.md, plots")
+    p.add_argument("--problem", default="digits-rot")
+    p.add_argument("--modes", default="mmd,task,both", help="comma-separated: mmd, task, both")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0 … N-1)")
+    p.add_argument("--iterations", type=int, default=100, help="Algorithm 1 iterations per run")
+    p.add_argument("--batch-size", type=int, default=256, help="scenes per iteration")
+    p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate of the transformer")
+    p.add_argument("--out", default="out/metasim")
+    p.set_defaults(func=_cmd_metasim)
     return parser
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from simsearch.compare import compare
+    from simsearch.report import format_table
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
+    result = compare(args.problem, samplers, args.seeds, args.trials, args.budget_images,
+                     args.storage, args.out, args.jobs)
+    print(format_table(result.table))
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def _cmd_metasim(args: argparse.Namespace) -> int:
+    from simsearch.metasim import MetaSimConfig, run_metasim
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    config = MetaSimConfig(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr)
+    run_metasim(args.problem, modes, list(range(args.seeds)), config, args.out)
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
