@@ -106,6 +106,8 @@ class DistributionTransformer(torch.nn.Module):
         simulator: the simulator (Meta-Sim's probabilistic grammar P) whose scenes are transformed.
         psi: the ψ at which scenes are sampled (kept fixed while G_θ is trained).
         mutable: names of the latents G_θ may change; default: every continuous latent.
+        inputs: names of the latents G_θ reads (Meta-Sim: all attributes of a scene, the default);
+            reading fewer makes the transformation shared by more scenes.
         hidden: width of the two hidden layers.
         sigma: Eq. 4's fixed standard deviation, in units of each attribute's ``scale``.
         scales: per-latent scale (raw units) of the mutable attributes; default: the reference
@@ -120,6 +122,7 @@ class DistributionTransformer(torch.nn.Module):
         simulator: Simulator,
         psi: Psi | None = None,
         mutable: Sequence[str] | None = None,
+        inputs: Sequence[str] | None = None,
         hidden: int = 64,
         sigma: float = 0.1,
         scales: Mapping[str, float] | None = None,
@@ -150,12 +153,18 @@ class DistributionTransformer(torch.nn.Module):
                 f"got {list(mutable)}"
             )
         self.mutable = tuple(m for m in self.names if m in mutable)
+        inputs = self.names if inputs is None else inputs
+        unknown = [k for k in inputs if k not in self.names]
+        if unknown or not inputs:
+            raise ValueError(f"inputs: expected a non-empty subset of the latents {list(self.names)}, "
+                             f"got {list(inputs)}")
+        self.inputs = tuple(k for k in self.names if k in inputs)
         scales = dict(scales or {})
         bad = sorted(set(scales) - set(self.mutable))
         if bad:
             raise ValueError(f"scales: unknown mutable attributes {bad}; expected some of {self.mutable}")
         self.sigma = float(sigma)
-        inputs = self._flatten(reference, self.names)
+        inputs = self._flatten(reference, self.inputs)
         outputs = self._flatten(reference, self.mutable)
         out_scale = outputs.std(0).clamp_min(1e-3)
         i = 0
@@ -205,7 +214,7 @@ class DistributionTransformer(torch.nn.Module):
     # -- G_θ and Eq. 4 --------------------------------------------------------------------------
     def scaled_mean(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """G_θ(s) in standardised output units ``(n, d_mut)``."""
-        z = (self._flatten(latents, self.names) - self.in_shift) / self.in_scale
+        z = (self._flatten(latents, self.inputs) - self.in_shift) / self.in_scale
         return self.mlp(z) + self.skip(z)
 
     def forward(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
