@@ -1,0 +1,431 @@
+"""AutoSimulate (Behl et al., ECCV 2020) as an Optuna sampler: one trial per iteration (Alg. 1).
+
+Each trial evaluates ψ_t: the objective draws a data set from ψ_t, fine-tunes the accumulated main
+task model θ̂ on it ("fine-tune model for ε epochs", Alg. 1) and calls :meth:`observe_training`,
+where the sampler computes the hypergradient ∂L̃_val/∂ψ of Eq. 8/11 with one of the approximations
+of Table 1 (:mod:`samplers.hypergradient`), takes a step and stores ψ_{t+1} on the trial, in the
+study's storage. The next trial — in this process or any other sharing the storage — proposes it.
+
+**Step rule.** Eq. 12/13b is plain gradient descent with a fixed α. The four variants' gradients
+differ in scale by orders of magnitude ((H + λI)⁻¹ amplifies flat directions, H shrinks them, the
+no-val gradient is in units of loss), so one α diverges for some and crawls for others. The
+sampler therefore takes Adam steps (Kingma & Ba 2015) in normalised coordinates
+u = (ψ − low) / (high − low) ∈ [0, 1]: Adam's step is invariant to a rescaling of the gradient and
+about ``step_size`` per coordinate per iteration, i.e. a fixed fraction of each parameter's range,
+while its moment averages smooth the noise of the one-sample-set score-function estimate. The step
+is projected onto the box, so ψ stays inside the bounds. The Adam moments travel with ψ_{t+1} in the
+storage.
+
+**State in the storage** (trial system attributes, prefix ``autosimulate:``): ``parent`` (the trial
+whose ψ_{t+1} this trial proposes, −1 at the start), and after :meth:`observe_training`:
+``step`` (t + 1), ``psi_next``, ``adam_m``, ``adam_v``, and the diagnostics ``grad_norm``
+(‖∂L̃/∂ψ‖), ``cg_iterations``, ``cg_residual`` and ``seconds``. A trial proposes the ``psi_next``
+of the COMPLETE trial with the most steps (ties: the highest number); FAIL, PRUNED and RUNNING
+trials are ignored, so after a crash a new process continues from the last completed trial, and the
+accumulated model from the objective's ``checkpoint_path``. Until a trial has completed, trials
+propose the start point: ``init`` (a simulator's declared ψ), else the centre of each range.
+Pruning would cut the accumulated model's fine-tuning short and a pruned trial gives no step: use
+``optuna.pruners.NopPruner()``.
+
+**Several workers on one study.** Each worker process fine-tunes its own accumulated model; ψ and
+the Adam state are shared through the storage. A worker whose parent is already being evaluated
+by a RUNNING trial proposes the parent's ψ_{t+1} plus a Gaussian jitter of ``step_size`` (in
+normalised coordinates), so concurrent workers evaluate distinct nearby points; each completed
+trial extends the chain from its own parent, and the longest chain is continued. A trial left
+RUNNING by a crashed process looks like such a worker until Optuna fails it as stale: use a
+storage with a heartbeat (``RDBStorage(url, heartbeat_interval=..., grace_period=...)``) and the
+resumed study continues exactly from the last completed ψ_{t+1}; without one, the first resumed
+proposal carries the jitter.
+
+>>> import optuna
+>>> from simsearch.problems import get
+>>> problem = get("gmm2d")
+>>> objective = problem.objective(accumulate=True, seed=0, n_samples=100, epochs=1)
+>>> sampler = AutoSimulateSampler("linear", init=problem.simulator, seed=0)
+>>> study = optuna.create_study(direction="maximize", sampler=sampler)
+>>> study.optimize(objective, n_trials=2)
+>>> next_psi = study.trials[0].system_attrs["autosimulate:psi_next"]
+>>> next_psi == study.trials[1].params
+True
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import warnings
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.search_space import IntersectionSearchSpace
+from optuna.study import Study
+from optuna.trial import FrozenTrial, TrialState
+
+from samplers.hypergradient import METHODS, ThetaSelector, hypergradient
+from simsearch.parameters import ParameterSpace
+from simsearch.simulator import BaseSimulator
+
+__all__ = ["AutoSimulateSampler", "adam_step"]
+
+_KEY = "autosimulate:"
+
+
+def adam_step(
+    u: np.ndarray,
+    grad_u: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    t: int,
+    step_size: float,
+    betas: tuple[float, float],
+    eps: float = 1e-12,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One Adam step (Kingma & Ba 2015, Alg. 1) on u ∈ [0, 1]^d, projected back onto the box.
+
+    ``t`` is the 1-based step number; returns (u_next, m, v). The update is invariant to a
+    positive rescaling of the gradient (up to ``eps``), which is why every AutoSimulate variant
+    can share one ``step_size``.
+
+    >>> u, m, v = adam_step(np.array([0.5, 0.99]), np.array([1e-6, -3e4]), np.zeros(2), np.zeros(2),
+    ...                     1, 0.05, (0.9, 0.999))
+    >>> u.round(3).tolist()
+    [0.45, 1.0]
+    """
+    m = betas[0] * m + (1 - betas[0]) * grad_u
+    v = betas[1] * v + (1 - betas[1]) * grad_u**2
+    m_hat = m / (1 - betas[0] ** t)
+    v_hat = v / (1 - betas[1] ** t)
+    u_next = np.clip(u - step_size * m_hat / (np.sqrt(v_hat) + eps), 0.0, 1.0)
+    return u_next, m, v
+
+
+def _snap(value: float, dist: BaseDistribution) -> float | int:
+    """``value`` moved into a numeric distribution: clipped, on its step grid, int for ints."""
+    low, high, step = dist.low, dist.high, dist.step
+    value = min(max(float(value), low), high)
+    if step is not None:
+        value = min(max(low + round((value - low) / step) * step, low), high)
+    return int(round(value)) if isinstance(dist, IntDistribution) else float(value)
+
+
+def _centre(dist: FloatDistribution | IntDistribution) -> float:
+    if dist.log:
+        return math.exp(0.5 * (math.log(dist.low) + math.log(dist.high)))
+    return 0.5 * (dist.low + dist.high)
+
+
+@dataclass(frozen=True)
+class _Proposal:
+    """A trial's proposal: the chain head's ψ_{t+1} (``values``; empty at the start), whether a
+    chain exists, and the seed of its jitter when a concurrent trial already evaluates the head."""
+
+    values: dict[str, float]
+    on_chain: bool
+    jitter_seed: int | None
+
+    def jitter(self, name: str, scale: float) -> float:
+        if self.jitter_seed is None:
+            return 0.0
+        seed = np.random.SeedSequence([self.jitter_seed, zlib.crc32(name.encode())])
+        return scale * float(np.random.RandomState(seed.generate_state(1)[0]).standard_normal())
+
+
+class AutoSimulateSampler(BaseSampler):
+    """AutoSimulate's hypergradient descent on simulator parameters ψ, one trial per iteration.
+
+    Use it with a :class:`~simsearch.SimulatorObjective` whose model is accumulated across trials
+    (``problem.objective(accumulate=True)`` or an ``AccumulatedMainTaskModule``) and a simulator
+    with ``log_prob``; :meth:`check_objective` tells early if that is not so.
+
+    Args:
+        method: the Δθ̂ approximation of Table 1: ``"quadratic"`` (conjugate gradient on
+            (H + λI)), ``"approx_quadratic"`` (one H-vector product), ``"linear"`` or ``"no_val"``
+            (the ablation that uses no validation data).
+        init: the start point: a simulator or parameter space (its declared ψ), or a mapping of
+            Optuna parameter values; parameters it does not cover start at their range's centre.
+        step_size: Adam's step, a fraction of each parameter's range per iteration.
+        betas: Adam's moment decay rates.
+        theta: restrict θ to some parameters of the model (names / prefixes / predicate; Table 5
+            "frozen layers"); default all trainable parameters.
+        damping, cg_tol, cg_max_iter: λ, relative tolerance and iteration cap of the CG solve.
+        warm_start: start each CG solve from the previous solution found in this process.
+        hessian_samples, val_samples: estimate H / g_val on that many samples (cost control).
+        control_variate: subtract a leave-one-out baseline from the d_k.
+        seed: seeds the jitter of concurrent proposals and the fallback sampler.
+        independent_sampler: samples what AutoSimulate does not model (categorical parameters,
+            parameters that are not simulator parameters); default ``RandomSampler(seed)``.
+    """
+
+    #: The objective must keep and fine-tune one model across trials (Alg. 1).
+    needs_accumulated_model = True
+
+    def __init__(
+        self,
+        method: str = "quadratic",
+        *,
+        init: BaseSimulator | ParameterSpace | Mapping[str, float] | None = None,
+        step_size: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.999),
+        theta: ThetaSelector = None,
+        damping: float = 1e-2,
+        cg_tol: float = 1e-3,
+        cg_max_iter: int = 20,
+        warm_start: bool = True,
+        hessian_samples: int | None = None,
+        val_samples: int | None = None,
+        control_variate: bool = True,
+        seed: int | None = None,
+        independent_sampler: BaseSampler | None = None,
+    ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if not 0 < step_size <= 1:
+            raise ValueError(f"step_size must be in (0, 1] (a fraction of the range), got {step_size!r}")
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"betas must be two values in [0, 1), got {betas!r}")
+        if not damping >= 0:
+            raise ValueError(f"damping (λ) must be >= 0, got {damping!r}")
+        if not cg_tol > 0:
+            raise ValueError(f"cg_tol must be > 0, got {cg_tol!r}")
+        if isinstance(cg_max_iter, bool) or not isinstance(cg_max_iter, int) or cg_max_iter < 1:
+            raise ValueError(f"cg_max_iter must be an int >= 1, got {cg_max_iter!r}")
+        self.method, self.step_size, self.betas = method, float(step_size), tuple(betas)
+        self.options = dict(theta=theta, damping=damping, cg_tol=cg_tol, cg_max_iter=cg_max_iter,
+                            hessian_samples=hessian_samples, val_samples=val_samples,
+                            control_variate=control_variate)
+        self.warm_start = warm_start
+        self._init = _init_params(init)
+        self._seed = seed
+        self._rng = np.random.RandomState(seed)
+        self._independent = independent_sampler or RandomSampler(seed=seed)
+        self._search_space = IntersectionSearchSpace()
+        self._lock = threading.Lock()
+        self._proposals: dict[int, _Proposal] = {}
+        self._solutions: dict[int, torch.Tensor] = {}
+        self._warned: set[str] = set()
+
+    # -- Optuna's sampler interface ---------------------------------------------------------------
+    def reseed_rng(self) -> None:
+        self._rng.seed()
+        self._seed = None
+        self._independent.reseed_rng()
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        if len(study.directions) == 1:
+            self._proposal(study, trial)
+
+    def infer_relative_search_space(
+        self, study: Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return self._search_space.calculate(study)
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        self._raise_error_if_multi_objective(study)
+        return {
+            name: self.sample_independent(study, trial, name, dist)
+            for name, dist in search_space.items()
+        }
+
+    def sample_independent(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        self._raise_error_if_multi_objective(study)
+        proposal = self._proposal(study, trial)
+        if isinstance(param_distribution, FloatDistribution | IntDistribution):
+            value = proposal.values.get(param_name)
+            if value is None and not proposal.on_chain:
+                value = self._init.get(param_name, _centre(param_distribution))
+            if value is not None:
+                width = param_distribution.high - param_distribution.low
+                return _snap(value + proposal.jitter(param_name, self.step_size) * width,
+                             param_distribution)
+        self._warn_once(
+            param_name,
+            f"AutoSimulateSampler does not model parameter {param_name!r} "
+            f"({type(param_distribution).__name__}, not a simulator parameter on the chain); "
+            f"it is sampled by {type(self._independent).__name__}",
+        )
+        return self._independent.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        with self._lock:
+            self._proposals.pop(trial._trial_id, None)
+        self._independent.after_trial(study, trial, state, values)
+
+    # -- the AutoSimulate step ------------------------------------------------------------------
+    def check_objective(self, objective: Any) -> None:
+        """Raise if ``objective`` (a SimulatorObjective) cannot feed AutoSimulate."""
+        _check_simulator(objective.simulator)
+        if getattr(objective, "is_sklearn", False):
+            raise TypeError(
+                "AutoSimulateSampler needs a LightningModule main task model with per_sample_loss, "
+                f"got the scikit-learn estimator {type(objective.model).__name__}"
+            )
+        if not getattr(objective, "accumulated", False):
+            raise ValueError(
+                "AutoSimulateSampler needs the objective to accumulate the model across trials "
+                "(Alg. 1 fine-tunes one model): expected an AccumulatedMainTaskModule, e.g. "
+                "problem.objective(accumulate=True), got a fresh model per trial"
+            )
+        _check_module(objective.model)
+
+    def observe_training(self, trial: optuna.Trial, context: Any) -> None:
+        """Compute ∂L̃/∂ψ for the trained model and store ψ_{t+1} and diagnostics on ``trial``."""
+        start = time.perf_counter()
+        study = trial.study
+        self._raise_error_if_multi_objective(study)
+        _check_simulator(context.simulator)
+        _check_module(context.module)
+        if getattr(context.module, "trials_seen", None) is None:
+            raise ValueError(
+                "AutoSimulateSampler needs the objective to accumulate the model across trials: "
+                f"expected an AccumulatedMainTaskModule, got {type(context.module).__name__}"
+            )
+        space = context.simulator.space
+        names = space.flat_names()
+        parent = self._parent_of(study, trial)
+        step, m, v = 0, np.zeros(len(names)), np.zeros(len(names))
+        if parent is not None:
+            attrs = parent.system_attrs
+            if len(attrs.get(_KEY + "adam_m", ())) == len(names):
+                step = int(attrs[_KEY + "step"])
+                m, v = np.asarray(attrs[_KEY + "adam_m"]), np.asarray(attrs[_KEY + "adam_v"])
+        with self._lock:
+            warm = self._solutions.get(parent.number) if parent is not None else None
+        warm = warm if self.warm_start else None
+        result = hypergradient(
+            context.module, context.simulator, context.psi, context.batch, context.val_data,
+            self.method, warm_start=warm, seed=context.seed, **self.options,
+        )
+        low, high = space.bounds()
+        grad_u = space.to_flat(result.grad) * (high - low)
+        u = (space.to_flat(context.psi) - low) / (high - low)
+        u_next, m, v = adam_step(u, grad_u, m, v, step + 1, self.step_size, self.betas)
+        psi_next = low + u_next * (high - low)
+        with self._lock:
+            if result.v is not None:
+                self._solutions = {trial.number: result.v.detach()}
+        attrs = {
+            "step": step + 1,
+            "psi_next": dict(zip(names, map(float, psi_next), strict=True)),
+            "adam_m": m.tolist(),
+            "adam_v": v.tolist(),
+            "grad_norm": result.norm,
+            "cg_iterations": result.cg_iterations,
+            "cg_residual": None if math.isnan(result.cg_residual) else result.cg_residual,
+            "method": self.method,
+            "seconds": time.perf_counter() - start,
+        }
+        for key, value in attrs.items():
+            study._storage.set_trial_system_attr(trial._trial_id, _KEY + key, value)
+
+    @staticmethod
+    def current_params(study: Study) -> dict[str, float] | None:
+        """The ψ the next trial will be proposed (the head of the chain), or None before any
+        completed AutoSimulate step."""
+        head = _chain_head(study)
+        return None if head is None else dict(head.system_attrs[_KEY + "psi_next"])
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _proposal(self, study: Study, trial: FrozenTrial) -> _Proposal:
+        """What ``trial`` proposes, computed once (cached) and its parent recorded in the storage."""
+        with self._lock:
+            cached = self._proposals.get(trial._trial_id)
+        if cached is not None:
+            return cached
+        head = _chain_head(study)
+        parent = -1 if head is None else head.number
+        values = {} if head is None else dict(head.system_attrs[_KEY + "psi_next"])
+        busy = any(
+            t._trial_id != trial._trial_id and t.system_attrs.get(_KEY + "parent") == parent
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        )
+        jitter_seed = None
+        if busy:
+            jitter_seed = int(
+                np.random.SeedSequence([self._seed, trial.number]).generate_state(1)[0]
+                if self._seed is not None else self._rng.randint(2**31)
+            )
+        study._storage.set_trial_system_attr(trial._trial_id, _KEY + "parent", parent)
+        proposal = _Proposal(values, head is not None, jitter_seed)
+        with self._lock:
+            self._proposals[trial._trial_id] = proposal
+        return proposal
+
+    def _parent_of(self, study: Study, trial: optuna.Trial) -> FrozenTrial | None:
+        number = study._storage.get_trial_system_attrs(trial._trial_id).get(_KEY + "parent", -1)
+        if number is None or number < 0:
+            return None
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        return study._storage.get_trial(trial_id)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        with self._lock:
+            if key in self._warned:
+                return
+            self._warned.add(key)
+        warnings.warn(message, stacklevel=3)
+
+
+def _chain_head(study: Study) -> FrozenTrial | None:
+    done = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if _KEY + "step" in t.system_attrs
+    ]
+    return max(done, key=lambda t: (t.system_attrs[_KEY + "step"], t.number), default=None)
+
+
+def _init_params(init: Any) -> dict[str, float]:
+    if init is None:
+        return {}
+    if isinstance(init, BaseSimulator):
+        init = init.space
+    if isinstance(init, ParameterSpace):
+        return init.to_params(init.init_psi())
+    if isinstance(init, Mapping):
+        return {str(k): float(v) for k, v in init.items()}
+    raise TypeError(
+        f"init must be a simulator, a ParameterSpace or a mapping of parameter values, "
+        f"got {type(init).__name__}"
+    )
+
+
+def _check_simulator(simulator: BaseSimulator) -> None:
+    if not getattr(simulator, "has_log_prob", False):
+        raise TypeError(
+            f"AutoSimulateSampler needs a simulator with a tractable q_ψ(s) (log_prob) for its "
+            f"score-function gradient (Eq. 11); {type(simulator).__name__} is a black-box simulator. "
+            f"Use a black-box sampler (TPE, CMA-ES, REINFORCE, ...) instead"
+        )
+
+
+def _check_module(module: Any) -> None:
+    import pytorch_lightning as pl
+
+    if not isinstance(module, pl.LightningModule) or not callable(
+        getattr(module, "per_sample_loss", None)
+    ):
+        raise TypeError(
+            "AutoSimulateSampler needs the main task model to be a LightningModule with "
+            f"per_sample_loss(x, y) -> (n,) (e.g. MainTaskModule), got {type(module).__name__}"
+        )

@@ -1,0 +1,261 @@
+"""AutoSimulateSampler: Optuna's contract, the chain of ψ in the storage, refusals, workers, resume."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from optuna.testing.pytest_samplers import (
+    BasicSamplerTestCase,
+    RelativeSamplerTestCase,
+    SingleOnlySamplerTestCase,
+)
+
+from samplers.autosimulate import AutoSimulateSampler, adam_step
+from simsearch.objective import SimulatorObjective
+from simsearch.parameters import Parameter
+from simsearch.simulator import BlackBoxSimulator
+
+KEY = "autosimulate:"
+
+
+class TestAutoSimulateContract(BasicSamplerTestCase, RelativeSamplerTestCase, SingleOnlySamplerTestCase):
+    @pytest.fixture
+    def sampler(self):
+        return lambda: AutoSimulateSampler(seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _ignore_fallback_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not model parameter.*")
+        yield
+
+
+def _objective(problem, **options):
+    options.setdefault("n_samples", 60)
+    options.setdefault("epochs", 1)
+    return problem.objective(accumulate=True, seed=options.pop("seed", 0), **options)
+
+
+def _study(sampler, storage=None, name=None):
+    return optuna.create_study(direction="maximize", sampler=sampler, storage=storage, study_name=name,
+                               pruner=optuna.pruners.NopPruner(), load_if_exists=True)
+
+
+def test_adam_step_is_scale_invariant_and_stays_in_bounds():
+    rng = np.random.default_rng(0)
+    u = rng.uniform(0, 1, 6)
+    u[0] = 0.999
+    g = rng.normal(size=6)
+    g[0] = -1.0  # pushes u[0] above 1
+    steps = [adam_step(u, s * g, np.zeros(6), np.zeros(6), 1, 0.05, (0.9, 0.999))[0]
+             for s in (1e-4, 1.0, 1e4)]
+    np.testing.assert_allclose(steps[0], steps[1], atol=1e-6)
+    np.testing.assert_allclose(steps[2], steps[1], atol=1e-9)
+    assert np.all((steps[1] >= 0) & (steps[1] <= 1)) and steps[1][0] == 1.0
+    np.testing.assert_allclose(np.abs(steps[1][1:] - u[1:]), 0.05, rtol=1e-6)  # first step: ±step_size
+
+
+@pytest.mark.parametrize("method", ["quadratic", "approx_quadratic", "linear", "no_val"])
+def test_each_trial_proposes_the_previous_trials_psi_next(gmm2d, method):
+    sim = gmm2d.simulator
+    study = _study(AutoSimulateSampler(method, init=sim, seed=0, cg_max_iter=5))
+    study.optimize(_objective(gmm2d), n_trials=3)
+    trials = study.trials
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert trials[0].params == pytest.approx(sim.space.to_params(sim.init_psi()))
+    low, high = sim.space.bounds()
+    for prev, nxt in zip(trials[:-1], trials[1:], strict=True):
+        assert nxt.params == prev.system_attrs[KEY + "psi_next"]
+        assert nxt.system_attrs[KEY + "parent"] == prev.number
+    for t in trials:
+        attrs = t.system_attrs
+        assert attrs[KEY + "step"] == t.number + 1
+        psi_next = np.array(list(attrs[KEY + "psi_next"].values()))
+        assert np.all((psi_next >= low) & (psi_next <= high))
+        assert not np.allclose(psi_next, list(t.params.values()))  # it moved
+        assert math.isfinite(attrs[KEY + "grad_norm"]) and attrs[KEY + "grad_norm"] > 0
+        assert attrs[KEY + "seconds"] > 0
+        cg_iterations, residual = attrs[KEY + "cg_iterations"], attrs[KEY + "cg_residual"]
+        if method == "quadratic":
+            assert 1 <= cg_iterations <= 5 + 1 and residual >= 0  # +1: warm-start residual product
+        else:
+            assert cg_iterations == (1 if method == "approx_quadratic" else 0) and residual is None
+    assert AutoSimulateSampler.current_params(study) == trials[-1].system_attrs[KEY + "psi_next"]
+
+
+def test_same_seed_same_trajectory(gmm2d):
+    runs = []
+    for _ in range(2):
+        study = _study(AutoSimulateSampler("quadratic", init=gmm2d.simulator, seed=3, cg_max_iter=5))
+        study.optimize(_objective(gmm2d, seed=3), n_trials=3)
+        runs.append([t.system_attrs[KEY + "psi_next"] for t in study.trials])
+    assert runs[0] == runs[1]
+
+
+def test_subsample_and_frozen_layers_options(gmm2d):
+    sampler = AutoSimulateSampler("quadratic", init=gmm2d.simulator, seed=0, theta="net.4",
+                                  hessian_samples=20, val_samples=50, cg_max_iter=5)
+    study = _study(sampler)
+    study.optimize(_objective(gmm2d), n_trials=2)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    bad = _study(AutoSimulateSampler(init=gmm2d.simulator, theta="net.9"))
+    bad.optimize(_objective(gmm2d), n_trials=1)
+    assert "theta" in bad.trials[0].user_attrs["fail_reason"]
+
+
+def test_failed_trials_do_not_move_the_chain(gmm2d):
+    study = _study(AutoSimulateSampler("linear", init=gmm2d.simulator, seed=0))
+    objective = _objective(gmm2d)
+    study.optimize(objective, n_trials=1)
+
+    def failing(trial):
+        objective.simulator.suggest(trial)
+        raise RuntimeError("simulated failure")
+
+    study.optimize(failing, n_trials=1, catch=(RuntimeError,))
+    study.optimize(objective, n_trials=1)
+    t0, t1, t2 = study.trials
+    assert t1.state == optuna.trial.TrialState.FAIL
+    assert t1.params == t2.params == t0.system_attrs[KEY + "psi_next"]
+    assert t2.system_attrs[KEY + "step"] == 2
+
+
+class _Opaque(BlackBoxSimulator):
+    def __init__(self):
+        super().__init__([Parameter("shift", -1.0, 1.0, 0.0)])
+
+    def sample(self, psi, n, generator):
+        x = torch.randn(n, 2, generator=generator) + psi["shift"]
+        return x, (x[:, 0] > 0).long()
+
+
+def test_refuses_black_box_simulator_fresh_model_and_sklearn(gmm2d):
+    from lightning_modules import AccumulatedMainTaskModule
+
+    sampler = AutoSimulateSampler(seed=0)
+    model = AccumulatedMainTaskModule.from_module(gmm2d.make_model())
+    opaque = SimulatorObjective(_Opaque(), model, gmm2d.val, n_samples=40, epochs=1)
+    with pytest.raises(TypeError, match="black-box simulator"):
+        sampler.check_objective(opaque)
+    study = _study(sampler)
+    study.optimize(opaque, n_trials=1)
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL
+    assert "black-box simulator" in study.trials[0].user_attrs["fail_reason"]
+
+    fresh = gmm2d.objective(n_samples=40, epochs=1)
+    with pytest.raises(ValueError, match="accumulate"):
+        sampler.check_objective(fresh)
+    study = _study(AutoSimulateSampler(seed=0))
+    study.optimize(fresh, n_trials=1)
+    assert "AccumulatedMainTaskModule" in study.trials[0].user_attrs["fail_reason"]
+
+    from sklearn.svm import SVC
+
+    svm = SimulatorObjective(gmm2d.simulator, SVC(), gmm2d.val, n_samples=40)
+    with pytest.raises(TypeError, match="LightningModule"):
+        sampler.check_objective(svm)
+    sampler.check_objective(_objective(gmm2d))  # the right set-up passes
+
+
+def test_constructor_rejects_bad_options():
+    with pytest.raises(ValueError, match="method must be one of"):
+        AutoSimulateSampler("cubic")
+    with pytest.raises(ValueError, match="step_size"):
+        AutoSimulateSampler(step_size=0.0)
+    with pytest.raises(ValueError, match="cg_max_iter"):
+        AutoSimulateSampler(cg_max_iter=0)
+    with pytest.raises(TypeError, match="init must be"):
+        AutoSimulateSampler(init=3.0)
+
+
+def test_two_workers_share_the_chain(gmm2d, tmp_path):
+    """Worker B asks while worker A's trial on the same parent runs: B gets a distinct, jittered
+    point; afterwards the chain continues from the completed trial with the most steps."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    sim = gmm2d.simulator
+    names = sim.space.flat_names()
+    worker_a = _study(AutoSimulateSampler("linear", init=sim, seed=1), storage, "shared")
+    worker_b = _study(AutoSimulateSampler("linear", init=sim, seed=2), storage, "shared")
+    objective_a, objective_b = _objective(gmm2d), _objective(gmm2d)
+    worker_a.optimize(objective_a, n_trials=1)
+    trial_a = worker_a.ask()
+    trial_b = worker_b.ask()
+    value_a, value_b = objective_a(trial_a), objective_b(trial_b)
+    head = worker_a.trials[0].system_attrs[KEY + "psi_next"]
+    psi_a = np.array([trial_a.params[n] for n in names])
+    psi_b = np.array([trial_b.params[n] for n in names])
+    np.testing.assert_array_equal(psi_a, [head[n] for n in names])
+    assert not np.allclose(psi_a, psi_b)
+    low, high = sim.space.bounds()
+    assert np.all((psi_b >= low) & (psi_b <= high))
+    assert np.abs(psi_b - psi_a).max() < 0.5 * np.max(high - low)  # nearby, not random
+    worker_b.tell(trial_b, value_b)
+    worker_a.tell(trial_a, value_a)
+    trials = worker_a.trials
+    assert trials[1].system_attrs[KEY + "parent"] == trials[2].system_attrs[KEY + "parent"] == 0
+    assert trials[1].system_attrs[KEY + "step"] == trials[2].system_attrs[KEY + "step"] == 2
+    worker_a.optimize(objective_a, n_trials=1)
+    trial_c = worker_a.trials[3]
+    assert trial_c.system_attrs[KEY + "parent"] == 2  # tie on steps: the higher number
+    assert trial_c.params == trials[2].system_attrs[KEY + "psi_next"]
+
+
+_CRASHING_WORKER = textwrap.dedent(
+    """
+    import os, sys, time, optuna
+    from simsearch.problems import get
+    from samplers.autosimulate import AutoSimulateSampler
+    url, checkpoint = sys.argv[1], sys.argv[2]
+    storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=2)
+    problem = get("gmm2d")
+    objective = problem.objective(accumulate=True, seed=0, n_samples=60, epochs=1,
+                                  checkpoint_path=checkpoint)
+    study = optuna.create_study(direction="maximize", storage=storage, study_name="resume",
+                                sampler=AutoSimulateSampler("linear", init=problem.simulator, seed=0),
+                                pruner=optuna.pruners.NopPruner())
+
+    def crash_in_third_trial(trial):
+        if trial.number == 2:
+            time.sleep(1.5)  # mid-trial, after a heartbeat was recorded
+            os._exit(3)  # a hard crash: trial 2 stays RUNNING in the storage
+        return objective(trial)
+
+    study.optimize(crash_in_third_trial, n_trials=3)
+    """
+)
+
+
+def test_resume_after_crash_in_a_new_process(gmm2d, tmp_path):
+    """With Optuna's heartbeat the crashed trial is failed as stale, and the new process continues
+    exactly from the last completed trial's ψ_{t+1} and the checkpointed model."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    checkpoint = tmp_path / "model.pt"
+    crashed = subprocess.run(
+        [sys.executable, "-c", _CRASHING_WORKER, url, str(checkpoint)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert crashed.returncode == 3, crashed.stderr[-2000:]
+    time.sleep(2.5)  # past the grace period: the crashed trial's heartbeat is stale
+    storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=2)
+    objective = _objective(gmm2d, checkpoint_path=checkpoint)
+    assert objective.model.trials_seen == 2  # the accumulated model after trial 1
+    loaded = {k: v.clone() for k, v in objective.model.state_dict().items()}
+    study = _study(AutoSimulateSampler("linear", init=gmm2d.simulator, seed=0), storage, "resume")
+    study.optimize(objective, n_trials=1)
+    trials = study.trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
+    assert trials[3].system_attrs[KEY + "parent"] == 1
+    assert trials[3].params == trials[1].system_attrs[KEY + "psi_next"]
+    assert trials[3].system_attrs[KEY + "step"] == 3
+    assert any(not torch.equal(loaded[k], v) for k, v in objective.model.state_dict().items())
