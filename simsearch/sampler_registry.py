@@ -25,6 +25,14 @@ SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
     "gp": _optuna("GPSampler"),
     "cmaes": _optuna("CmaEsSampler"),
     "bayesopt": lambda seed: importlib.import_module("samplers.bayesopt").BayesOptSampler(seed=seed),
+    "autosimulate": lambda seed: importlib.import_module("samplers.autosimulate").AutoSimulateSampler(
+        "quadratic", seed=seed),
+    "autosimulate-approx": lambda seed: importlib.import_module(
+        "samplers.autosimulate").AutoSimulateSampler("approx_quadratic", seed=seed),
+    "autosimulate-linear": lambda seed: importlib.import_module(
+        "samplers.autosimulate").AutoSimulateSampler("linear", seed=seed),
+    "autosimulate-noval": lambda seed: importlib.import_module(
+        "samplers.autosimulate").AutoSimulateSampler("no_val", seed=seed),
 }
 
 
