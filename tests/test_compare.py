@@ -1,0 +1,167 @@
+"""`simsearch compare`: resuming, determinism, the Images column, the report files and bad input."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import optuna
+import pytest
+
+from simsearch import problems
+from simsearch.cli import main
+from simsearch.compare import compare, load_result
+from simsearch.problems import Problem
+from simsearch.problems.gmm2d import make_problem
+
+TINY = "test-tiny-gmm2d"
+
+
+def _tiny() -> Problem:
+    """gmm2d with small data, one epoch and one reference point, so a comparison takes seconds."""
+    base = make_problem(n_val=200, n_test=200)
+    return dataclasses.replace(base, name=TINY, n_samples=100, epochs=1, eval_n_samples=200,
+                               eval_epochs=1, references={})
+
+
+if TINY not in problems.names():
+    problems.register(TINY, _tiny)
+
+
+def _study(out, sampler: str, seed: int = 0) -> optuna.Study:
+    return optuna.load_study(study_name=f"compare-{TINY}-{sampler}-seed{seed}",
+                             storage=f"sqlite:///{out / 'studies.db'}")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One finished comparison, run through the CLI: 2 samplers × 2 seeds, 250 images each."""
+    out = tmp_path_factory.mktemp("cmp")
+    argv = ["compare", "--problem", TINY, "--samplers", "random,cmaes", "--seeds", "2",
+            "--budget-images", "250", "--out", str(out)]
+    assert main(argv) == 0
+    return out, argv
+
+
+def test_images_column_is_the_images_generated_up_to_the_best_trial(finished):
+    out, _ = finished
+    result = load_result(out)
+    for summary in result.studies:
+        study = _study(out, summary["sampler"], summary["seed"])
+        assert len(study.trials) == 3  # ceil(250 / M=100) trials reach the budget
+        best = study.best_trial
+        assert summary["best_trial"] == best.number
+        assert summary["val"] == best.value
+        assert summary["images_to_best"] == sum(
+            t.user_attrs["images"] for t in study.trials if t.number <= best.number)
+        assert summary["test"] == study.user_attrs["final"]["test"]
+    for row in result.table:
+        mine = [s for s in result.studies if s["sampler"] == row["method"]]
+        assert row["images"]["mean"] == pytest.approx(
+            sum(s["images_to_best"] for s in mine) / len(mine))
+
+
+def test_report_files_hold_every_trial_and_the_table(finished):
+    out, _ = finished
+    result = load_result(out)
+    report = (out / "report.md").read_text()
+    assert "| Method | Time (s) | Images | Val | Test |" in report
+    for row in result.table:
+        assert f"| {row['method']} |" in report
+    with (out / "trials.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(result.trials) == 2 * 2 * 3
+    assert {"means[0,0,0]", "log_std[1,1,1]", "images", "cumulative_images"} <= set(rows[0])
+    data = json.loads((out / "results.json").read_text())
+    assert data["table"] == result.table
+    for name in ("reward_vs_images", "reward_vs_time", "psi_trajectories", "samples_initial",
+                 "samples_best"):
+        assert (out / f"{name}.png").stat().st_size > 1000
+        assert f"({name}.png)" in report
+
+
+def test_same_settings_resume_and_different_settings_are_refused(finished, capsys):
+    out, argv = finished
+    before = {s: [t.datetime_complete for t in _study(out, s, 1).trials] for s in ("random", "cmaes")}
+    assert main(argv) == 0  # everything is finished: nothing is redone
+    assert {s: [t.datetime_complete for t in _study(out, s, 1).trials]
+            for s in ("random", "cmaes")} == before
+    changed = [a if a != "250" else "300" for a in argv]
+    assert main(changed) == 2
+    err = capsys.readouterr().err
+    assert "holds a different comparison" in err and "budget_images: 250 there, 300 now" in err
+    assert [t.datetime_complete for t in _study(out, "cmaes", 1).trials] == before["cmaes"]
+
+
+def test_interrupted_compare_resumes_without_redoing_finished_studies(tmp_path, monkeypatch):
+    make_objective = Problem.objective
+
+    def interrupting(self, *args, **kwargs):
+        objective = make_objective(self, *args, **kwargs)
+
+        def run(trial):
+            if trial.study.study_name.endswith("-tpe-seed0") and trial.number == 1:
+                raise KeyboardInterrupt  # Ctrl-C in the middle of the second study
+            return objective(trial)
+
+        run.direction = objective.direction
+        return run
+
+    monkeypatch.setattr(Problem, "objective", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        compare(TINY, ["random", "tpe"], seeds=1, trials=3, out=tmp_path, progress=False)
+    monkeypatch.undo()
+    first = _study(tmp_path, "random")
+    done = [(t.number, t.datetime_complete) for t in first.trials]
+    assert len(done) == 3 and "final" in first.user_attrs
+    assert [t.state.name for t in _study(tmp_path, "tpe").trials] == ["COMPLETE", "FAIL"]
+
+    scored = []
+    score = Problem.score
+    monkeypatch.setattr(Problem, "score", lambda self, *a, **k: scored.append(a) or score(self, *a, **k))
+    result = compare(TINY, ["random", "tpe"], seeds=1, trials=3, out=tmp_path, progress=False,
+                     report=False)
+    assert [(t.number, t.datetime_complete) for t in _study(tmp_path, "random").trials] == done
+    assert len(scored) == 2  # tpe's final evaluation and the one reference point, nothing else
+    tpe = _study(tmp_path, "tpe")
+    assert [t.state.name for t in tpe.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert [s["trials"] for s in result.studies] == [3, 3]  # the interrupted trial does not count
+    assert "final" in tpe.user_attrs
+
+
+def test_two_runs_with_the_same_seeds_give_the_same_rows(tmp_path):
+    def rows(folder):
+        result = compare(TINY, ["random", "cmaes"], seeds=1, trials=2, out=tmp_path / folder,
+                         progress=False, report=False)
+        return [{k: v for k, v in r.items() if k != "time_s"} for r in result.table]
+
+    assert rows("a") == rows("b")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--problem", "nope", "--trials", "2"], "unknown problem 'nope'; known problems: gmm2d"),
+        (["--samplers", "random,nope", "--trials", "2"], "unknown sampler 'nope'; known samplers: random"),
+        (["--samplers", "no_such_module:X", "--trials", "2"], "cannot import X from no_such_module"),
+        (["--trials", "0"], "trials must be an int >= 1, got 0"),
+        (["--budget-images", "0"], "budget_images must be an int >= 1, got 0"),
+        (["--seeds", "0", "--trials", "2"], "seeds must be an int >= 1, got 0"),
+        (["--seeds", "-1", "--trials", "2"], "seeds must be an int >= 1, got -1"),
+        (["--jobs", "0", "--trials", "2"], "jobs must be an int >= 1, got 0"),
+        (["--trials", "2", "--storage", "nosuchdb://x"], "cannot open storage 'nosuchdb://x'"),
+    ],
+)
+def test_bad_input_is_a_clear_error_and_touches_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    assert main(["compare", "--problem", TINY, "--out", str(out), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (out / "compare.json").exists()
+
+
+def test_budget_is_exactly_one_of_trials_and_images(tmp_path):
+    with pytest.raises(ValueError, match="exactly one budget"):
+        compare(TINY, ["random"], seeds=1, trials=2, budget_images=200, out=tmp_path)
+    with pytest.raises(ValueError, match="exactly one budget"):
+        compare(TINY, ["random"], seeds=1, out=tmp_path)
