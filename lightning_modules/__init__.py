@@ -1,5 +1,10 @@
 """PyTorch Lightning pieces of simsearch: main task models, a pruning callback, a quiet trainer."""
 
+from lightning_modules.distribution_transformer import (
+    DistributionTransformer,
+    MetaSimTrainer,
+    TransformedSimulator,
+)
 from lightning_modules.main_task import (
     LOSSES,
     METRICS,
@@ -13,8 +18,11 @@ __all__ = [
     "LOSSES",
     "METRICS",
     "AccumulatedMainTaskModule",
+    "DistributionTransformer",
     "MainTaskModule",
+    "MetaSimTrainer",
     "PruningCallback",
     "TensorBatches",
+    "TransformedSimulator",
     "quiet_trainer",
 ]

@@ -2,6 +2,7 @@
 does best on (real) validation data — Learning to Simulate, AutoSimulate and Meta-Sim as ordinary
 Optuna tools."""
 
+from simsearch.gap_objective import DistributionGapObjective
 from simsearch.objective import PhaseError, SimulatorObjective, TrainingContext, trial_seed
 from simsearch.parameters import Parameter, ParameterSpace, Psi
 from simsearch.simulator import (
@@ -15,6 +16,7 @@ from simsearch.simulator import (
 __all__ = [
     "BaseSimulator",
     "BlackBoxSimulator",
+    "DistributionGapObjective",
     "LatentSpec",
     "Parameter",
     "ParameterSpace",
