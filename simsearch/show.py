@@ -11,7 +11,6 @@ simulator's declared initial ψ), ``real`` (the problem's ψ_real), ``best`` (th
 names (``{"p_car": 0.7, "car_logits[0]": 1.5, ...}``; a whole vector may be given as a list under
 its parameter name).
 
->>> import tempfile, pathlib
 >>> from simsearch import problems
 >>> problem = problems.get("gmm2d")
 >>> fig = sample_grid(problem, resolve_psi(problem, "default"), n=4)
