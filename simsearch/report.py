@@ -13,7 +13,8 @@ Written into the comparison's output folder by :func:`write_report`:
 * ``psi_trajectories.png`` — every ψ component, scaled to its bounds, over the trials of seed 0 of
   each sampler (Learning to Simulate, Fig. 7);
 * ``samples_initial.png`` / ``samples_best.png`` — simulated samples at the simulator's declared
-  initial ψ and at the best validation trial's ψ of all studies (``simsearch.show.sample_grid``).
+  initial ψ and at the best validation trial's ψ of all studies (``simsearch.show.sample_grid``;
+  image problems also show validation samples).
 
 >>> from simsearch.report import format_table
 >>> print(format_table([{"method": "tpe", "time_s": {"mean": 3.0, "std": 0.5, "n": 2},
@@ -216,7 +217,8 @@ def _sample_grids(result: CompareResult, out: Path) -> list[Path]:
                       f"(val {best['val']:.4f})"))
     paths = []
     for name, psi, title in grids:
-        fig = sample_grid(problem, psi, n=16 if _is_image(problem) else 400, with_val=True,
+        # 2-D points: simulated only (show.py would overlay the validation points in the same colours)
+        fig = sample_grid(problem, psi, n=16 if _is_image(problem) else 400, with_val=_is_image(problem),
                           title=f"{problem.name}: {title}", out=out / name)
         plt.close(fig)
         paths.append(out / name)
