@@ -260,8 +260,8 @@ def _make_problem(name: str, description: str, rotate: bool) -> Problem:
         n_samples=1000,
         epochs=4,
         batch_size=100,
-        eval_n_samples=3000,
-        eval_epochs=8,
+        eval_n_samples=2000,
+        eval_epochs=6,
         references={"oracle": oracle},
     )
 
