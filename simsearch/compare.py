@@ -4,9 +4,11 @@ Every sampler runs on the same problem with the same M (``n_samples``) and ξ (`
 the same seeds 0 … N−1 and the same budget: T counted trials, or B images (a trial that fails
 before it simulates counts the M images it asked for). Each (sampler, seed) pair is one Optuna study
 named ``compare-<problem>-<sampler>-seed<s>`` in one storage (default: ``studies.db``, SQLite, in the
-output folder; it opens in ``optuna-dashboard``). Samplers with ``needs_accumulated_model`` (e.g.
-AutoSimulate) get an objective whose model is kept and fine-tuned across trials, checkpointed in
-``checkpoints/`` so a resumed study continues with the same θ.
+output folder; it opens in ``optuna-dashboard``). Nothing is pruned: every trial trains its ξ
+epochs, as in the papers (Optuna's default MedianPruner would stop half of them). Samplers with
+``needs_accumulated_model`` (e.g. AutoSimulate) get an objective whose model is kept and
+fine-tuned across trials, checkpointed in ``checkpoints/`` so a resumed study continues with the
+same θ.
 
 **Final evaluation** (LTS §4, AutoSimulate §5 "test accuracy"): for each study, a fresh model is
 trained on ``problem.eval_n_samples`` samples drawn at the best validation trial's ψ for
@@ -251,7 +253,8 @@ def _run_study(
         options["checkpoint_path"] = ckpt
     objective = problem.objective(accumulate=accumulate, **options)
     study = optuna.create_study(storage=settings.storage, study_name=name, sampler=sampler,
-                                direction=objective.direction, load_if_exists=True)
+                                pruner=optuna.pruners.NopPruner(), direction=objective.direction,
+                                load_if_exists=True)
     stored = study.user_attrs.get(_ATTR)
     if stored is None:
         study.set_user_attr(_ATTR, settings.to_json())
