@@ -25,6 +25,7 @@ SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
     "gp": _optuna("GPSampler"),
     "cmaes": _optuna("CmaEsSampler"),
     "bayesopt": lambda seed: importlib.import_module("samplers.bayesopt").BayesOptSampler(seed=seed),
+    "reinforce": lambda seed: importlib.import_module("samplers.reinforce").ReinforceSampler(seed=seed),
     "autosimulate": lambda seed: importlib.import_module("samplers.autosimulate").AutoSimulateSampler(
         "quadratic", seed=seed),
     "autosimulate-approx": lambda seed: importlib.import_module(

@@ -1,0 +1,443 @@
+"""Learning to Simulate's policy gradient (LTS §2.2–2.3, Eq. 2–4, Algorithm 1) as an Optuna sampler.
+
+A Gaussian policy π_ω = N(ω, diag σ²) proposes the simulator parameters ψ. Trials are grouped in
+*generations* of K; once K trials of generation g are complete, the policy takes one gradient step
+on J(ω) = E_{ψ~π_ω}[R] (Eq. 2) with the REINFORCE estimate (Eq. 3–4)
+
+    ∇_ω J ≈ (1/K) Σ_k ∇_ω log π_ω(ψ_k) Â_k,    Â_k = R(ψ_k) − b,
+
+where b is an exponential moving average of earlier generations' rewards (the first generation uses
+its own mean reward), and R is the trial's value (its negative for a ``minimize`` study). Eq. 4 in
+the paper is a sum over k; the mean used here only rescales the learning rate.
+
+**Coordinates.** The policy lives in Optuna's unit-box coordinates: every parameter's interval
+``[low, high]`` maps linearly onto ``[0, 1]`` (log-scaled parameters in log space). The paper's
+σ² = 0.05 (LTS §2.3, "set the variance to 0.05 in all cases") is applied in these units, so the
+default σ = √0.05 ≈ 0.224 is 22 % of each parameter's range — e.g. 2.24 for a mean bounded by
+[-5, 5].
+
+**Bounds.** A draw x ~ π_ω may leave the box. The trial evaluates the clipped point clip(x, 0, 1),
+and the update uses log π_ω at the *unclipped* draw x, which is stored on the trial. This is the
+exact score-function gradient of E_{x~π_ω}[R(clip(x))], so clipping does not bias the estimate
+(the objective is R composed with the projection, which is flat outside the box). After each step ω
+is projected back onto the box, so the learned ψ is always a valid point.
+
+**State in storage.** Each trial the policy proposes carries one system attribute,
+``reinforce:state``, holding the search-space fingerprint, its generation, the id of the policy it
+was drawn from and its draw x. The trial that creates a policy (generation 0, or an update) also
+stores the full policy (ω, log σ, baseline, optimiser state) and the trial numbers it was computed
+from. Any process rebuilds the current policy from storage alone (as Optuna's ``CmaEsSampler``
+does), so several processes, ``n_jobs > 1`` and restarts share one chain of policies:
+
+* generation g's update uses the K lowest-numbered COMPLETE trials drawn from the canonical
+  policy of g whose parameters are exactly what their draw proposes (an enqueued or fixed trial is
+  left out). FAIL, PRUNED and RUNNING trials never enter an update. The update waits while an
+  unfinished trial that may still join those K (drawn from g, or not sampled yet) has a lower
+  number, so every worker picks the same K whatever order trials finish in; a trial left RUNNING
+  by a crashed worker is passed over once 2K later trials of its generation have completed;
+* the update is a deterministic float64 function of that policy and those K trials, so two workers
+  that both perform it write the same policy; should they ever disagree (a completion racing a
+  read), the policy stored by the lowest-numbered trial is canonical and trials drawn from the other
+  are never used in an update;
+* trials drawn beyond the first K of a generation are evaluated but do not enter its update.
+
+Integer, categorical, conditional and dynamic parameters are not modelled: they are sampled by the
+``independent_sampler`` (default ``RandomSampler``) with one warning. ``sample_relative`` still
+accepts any space handed to it directly (Optuna's transform maps ints to a continuous interval and
+categoricals to one-hot coordinates). Multi-objective studies are refused.
+
+>>> import optuna
+>>> sampler = ReinforceSampler(
+...     search_space={"x": optuna.distributions.FloatDistribution(-2.0, 2.0)},
+...     init={"x": -1.5}, population_size=4, learning_rate=0.05, seed=0)
+>>> study = optuna.create_study(sampler=sampler, direction="maximize")
+>>> study.optimize(lambda t: -(t.suggest_float("x", -2.0, 2.0) - 1.0) ** 2, n_trials=80)
+>>> snapshot = sampler.policy(study)
+>>> snapshot.generation, snapshot.params["x"] > 0  # moved from -1.5 toward the optimum at 1
+(19, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna._transform import _SearchSpaceTransform
+from optuna.distributions import BaseDistribution, FloatDistribution, distribution_to_json
+from optuna.search_space import IntersectionSearchSpace
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["PolicySnapshot", "ReinforceSampler"]
+
+_KEY = "reinforce:state"
+_SIGMA_RANGE = (1e-3, 1.0)  # σ (unit-box units) is kept inside this range when it is learned
+_ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class PolicySnapshot:
+    """The policy a study has reached: its generation, mean ω as parameter values, σ (unit-box
+    units, one per encoded coordinate) and the reward baseline b (None before the first update)."""
+
+    generation: int
+    params: dict[str, Any]
+    sigma: np.ndarray
+    baseline: float | None
+
+
+@dataclass(frozen=True)
+class _Policy:
+    mean: np.ndarray
+    log_sigma: np.ndarray
+    baseline: float | None
+    moments: tuple[np.ndarray, np.ndarray, int] | None  # Adam's (m, v, t); None for SGD
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "mean": self.mean.tolist(),
+            "log_sigma": self.log_sigma.tolist(),
+            "baseline": self.baseline,
+        }
+        if self.moments is not None:
+            m, v, t = self.moments
+            out["adam"] = {"m": m.tolist(), "v": v.tolist(), "t": t}
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> _Policy:
+        adam = data.get("adam")
+        moments = None if adam is None else (
+            np.asarray(adam["m"], dtype=np.float64), np.asarray(adam["v"], dtype=np.float64),
+            int(adam["t"]))
+        return cls(np.asarray(data["mean"], dtype=np.float64),
+                   np.asarray(data["log_sigma"], dtype=np.float64), data["baseline"], moments)
+
+
+def _policy_id(policy_json: Mapping[str, Any]) -> str:
+    """A short content hash identifying a stored policy."""
+    return hashlib.sha1(json.dumps(policy_json, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _fingerprint(search_space: Mapping[str, BaseDistribution]) -> str:
+    spec = [[name, distribution_to_json(d)] for name, d in search_space.items()]
+    return hashlib.sha1(json.dumps(spec).encode()).hexdigest()[:12]
+
+
+class ReinforceSampler(optuna.samplers.BaseSampler):
+    """REINFORCE with a Gaussian policy over the float parameters (LTS Algorithm 1).
+
+    Args:
+        population_size: K, trials per policy iteration (generation), ≥ 1.
+        sigma: the policy's standard deviation in unit-box units (default √0.05, LTS §2.3).
+        learn_sigma: also learn log σ per coordinate (kept in [1e-3, 1]); the paper fixes σ.
+        learning_rate: step size of the optimiser on ω (and log σ).
+        optimizer: ``"adam"`` or ``"sgd"`` (gradient *ascent* on J).
+        baseline_decay: β of the moving-average baseline b ← β b + (1 − β) mean(R), in [0, 1).
+        init: starting ω as parameter values (e.g. the simulator's init, or a deliberately bad
+            "adversarial" point, LTS Fig. 4b / 5b); parameters it omits start at the centre of
+            their bounds. ``None``: the centre of the bounds.
+        search_space: the float distributions the policy models, used from the first trial on
+            (e.g. ``simulator.search_space()``). ``None``: the float parameters common to every
+            completed trial (so the first trial is sampled independently).
+        independent_sampler: samples what the policy does not model (default ``RandomSampler``).
+        seed: seeds the policy's draws and the default independent sampler.
+    """
+
+    def __init__(
+        self,
+        *,
+        population_size: int = 8,
+        sigma: float = math.sqrt(0.05),
+        learn_sigma: bool = False,
+        learning_rate: float = 0.05,
+        optimizer: str = "adam",
+        baseline_decay: float = 0.9,
+        init: Mapping[str, Any] | None = None,
+        search_space: Mapping[str, BaseDistribution] | None = None,
+        independent_sampler: optuna.samplers.BaseSampler | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if isinstance(population_size, bool) or not isinstance(population_size, int) or (
+                population_size < 1):
+            raise ValueError(f"population_size (K) must be an int >= 1, got {population_size!r}")
+        if not _SIGMA_RANGE[0] <= sigma <= _SIGMA_RANGE[1]:
+            raise ValueError(f"sigma must lie in {list(_SIGMA_RANGE)} (unit-box units), got {sigma!r}")
+        if not learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        if not 0 <= baseline_decay < 1:
+            raise ValueError(f"baseline_decay must lie in [0, 1), got {baseline_decay!r}")
+        self._k, self._sigma, self._learn_sigma = population_size, float(sigma), learn_sigma
+        self._lr, self._optimizer, self._decay = float(learning_rate), optimizer, baseline_decay
+        self._init = dict(init or {})
+        self._search_space = None if search_space is None else dict(search_space)
+        if self._search_space is not None:
+            for name, dist in self._search_space.items():
+                if not isinstance(dist, FloatDistribution) or dist.single():
+                    raise ValueError(
+                        f"search_space[{name!r}]: expected a FloatDistribution with low < high, "
+                        f"got {dist!r}")
+            self._initial_mean(_SearchSpaceTransform(self._search_space, transform_0_1=True),
+                               self._search_space)  # validates init now
+        self._independent = independent_sampler or optuna.samplers.RandomSampler(seed=seed)
+        self._rng = np.random.RandomState(seed)
+        self._warned = False
+
+    @classmethod
+    def for_simulator(
+        cls, simulator: Any, init: str | Mapping[str, Any] = "default", **options: Any
+    ) -> ReinforceSampler:
+        """A sampler over ``simulator``'s ψ, starting at its declared init (``"default"``), the
+        centre of the bounds (``"centre"``) or a given ψ (``{name: tensor}``, e.g. an
+        adversarial start)."""
+        space = simulator.space
+        if init == "default":
+            params = space.to_params(simulator.init_psi())
+        elif init == "centre":
+            params = None
+        elif isinstance(init, Mapping):
+            space.check(init)
+            params = space.to_params(init)
+        else:
+            raise ValueError(f"init must be 'default', 'centre' or a ψ mapping, got {init!r}")
+        return cls(search_space=space.search_space(), init=params, **options)
+
+    # -- Optuna's sampler interface -------------------------------------------------------------
+    def reseed_rng(self) -> None:
+        self._rng.seed()
+        self._independent.reseed_rng()
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        self._raise_error_if_multi_objective(study)
+        return self._float_space(study)
+
+    def _float_space(self, study: optuna.Study) -> dict[str, BaseDistribution]:
+        if self._search_space is not None:
+            return dict(self._search_space)
+        return {
+            name: dist
+            for name, dist in IntersectionSearchSpace().calculate(study).items()
+            if isinstance(dist, FloatDistribution) and not dist.single()
+        }
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        self._raise_error_if_multi_objective(study)
+        if not search_space:
+            return {}
+        trans = _SearchSpaceTransform(search_space, transform_0_1=True)
+        space = _fingerprint(search_space)
+        chain = _Chain(study._get_trials(deepcopy=False, use_cache=True), space)
+        record: dict[str, Any] = {"space": space}
+        if chain.policy_json is None:
+            policy = self._initial_policy(trans, search_space)
+            record["generation"] = 0
+            record["policy"] = policy.to_json()
+        else:
+            policy = _Policy.from_json(chain.policy_json)
+            record["generation"] = chain.generation
+            batch = chain.update_batch(self._k, trans, study.direction, trial.number)
+            if batch is not None:
+                numbers, draws, rewards = batch
+                policy = self._step(policy, draws, rewards)
+                record["generation"] = chain.generation + 1
+                record["policy"] = policy.to_json()
+                record["from_trials"] = numbers
+        policy_json = record.get("policy") or chain.policy_json
+        record["policy_id"] = _policy_id(policy_json)
+        draw = policy.mean + np.exp(policy.log_sigma) * self._rng.standard_normal(len(policy.mean))
+        record["draw"] = draw.tolist()
+        study._storage.set_trial_system_attr(trial._trial_id, _KEY, record)
+        return _untransform(trans, draw)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        self._raise_error_if_multi_objective(study)
+        if not self._warned and (self._search_space is not None or any(
+                t.state == TrialState.COMPLETE
+                for t in study._get_trials(deepcopy=False, use_cache=True))):
+            self._warned = True
+            warnings.warn(
+                f"ReinforceSampler models float parameters present in every trial only; "
+                f"{param_name!r} ({type(param_distribution).__name__}) is sampled by "
+                f"{type(self._independent).__name__} (int, categorical, conditional and dynamic "
+                f"parameters fall back; this warning is shown once per sampler)",
+                UserWarning, stacklevel=2)
+        return self._independent.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._independent.before_trial(study, trial)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._independent.after_trial(study, trial, state, values)
+
+    # -- the learned policy --------------------------------------------------------------------
+    def policy(self, study: optuna.Study) -> PolicySnapshot | None:
+        """The latest policy in ``study``'s storage over this sampler's search space (the fixed
+        one, else the float parameters of every completed trial); None before any draw."""
+        space = self._float_space(study)
+        if not space:
+            return None
+        chain = _Chain(study._get_trials(deepcopy=False), _fingerprint(space))
+        if chain.policy_json is None:
+            return None
+        policy = _Policy.from_json(chain.policy_json)
+        params = _untransform(_SearchSpaceTransform(space, transform_0_1=True), policy.mean)
+        return PolicySnapshot(chain.generation, params, np.exp(policy.log_sigma), policy.baseline)
+
+    # -- policy construction and update ------------------------------------------------------
+    def _initial_mean(
+        self, trans: _SearchSpaceTransform, search_space: Mapping[str, BaseDistribution]
+    ) -> np.ndarray:
+        full = {}
+        for name, dist in search_space.items():
+            if name not in self._init:
+                full[name] = dist.to_external_repr(dist.to_internal_repr(
+                    dist.choices[0] if hasattr(dist, "choices") else dist.low))
+                continue
+            value = self._init[name]
+            try:
+                inside = dist._contains(dist.to_internal_repr(value))
+            except (TypeError, ValueError):
+                inside = False
+            if not inside:
+                raise ValueError(f"init[{name!r}]: expected a value of {dist!r}, got {value!r}")
+            full[name] = value
+        mean = trans.transform(full)
+        for name, columns in zip(search_space, trans.column_to_encoded_columns, strict=True):
+            if name not in self._init:
+                mean[columns] = 0.5
+        return np.clip(mean, 0.0, 1.0)
+
+    def _initial_policy(
+        self, trans: _SearchSpaceTransform, search_space: Mapping[str, BaseDistribution]
+    ) -> _Policy:
+        mean = self._initial_mean(trans, search_space)
+        d = len(mean)
+        moments = (np.zeros(2 * d), np.zeros(2 * d), 0) if self._optimizer == "adam" else None
+        return _Policy(mean, np.full(d, math.log(self._sigma)), None, moments)
+
+    def _step(self, policy: _Policy, draws: np.ndarray, rewards: np.ndarray) -> _Policy:
+        """One gradient-ascent step of Eq. 4 from K draws (K, d) and their rewards (K,)."""
+        mean_reward = float(rewards.mean())
+        baseline = mean_reward if policy.baseline is None else policy.baseline
+        advantage = rewards - baseline
+        sigma = np.exp(policy.log_sigma)
+        z = (draws - policy.mean) / sigma
+        grad_mean = (advantage[:, None] * z / sigma).mean(axis=0)  # ∇_ω log N(x; ω, σ²) = (x−ω)/σ²
+        grad_log_sigma = (advantage[:, None] * (z**2 - 1.0)).mean(axis=0)  # ∇_{log σ} log N
+        theta = np.concatenate([policy.mean, policy.log_sigma])
+        grad = np.concatenate([grad_mean, grad_log_sigma if self._learn_sigma else np.zeros(len(sigma))])
+        moments = None
+        if policy.moments is None:
+            theta = theta + self._lr * grad
+        else:
+            m, v, t = policy.moments
+            (b1, b2), t = _ADAM_BETAS, t + 1
+            m, v = b1 * m + (1 - b1) * grad, b2 * v + (1 - b2) * grad**2
+            theta = theta + self._lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + _ADAM_EPS)
+            moments = (m, v, t)
+        d = len(policy.mean)
+        lo, hi = np.log(_SIGMA_RANGE)
+        new_baseline = self._decay * baseline + (1 - self._decay) * mean_reward
+        return _Policy(np.clip(theta[:d], 0.0, 1.0), np.clip(theta[d:], lo, hi), new_baseline,
+                       moments)
+
+
+class _Chain:
+    """The policies and draws of one search space, read from a study's trials."""
+
+    def __init__(self, trials: Sequence[FrozenTrial], space: str) -> None:
+        self.trials, self.records = trials, {}
+        for t in trials:
+            r = t.system_attrs.get(_KEY)
+            if r is not None and r["space"] == space:
+                self.records[t.number] = r
+        leaders = [(r["generation"], -n, r) for n, r in self.records.items() if "policy" in r]
+        if not leaders:
+            self.generation, self.policy_json, self.policy_id = -1, None, None
+            return
+        # the latest generation; among its leaders, the lowest-numbered trial is canonical
+        self.generation, _, record = max(leaders, key=lambda item: item[:2])
+        self.policy_json, self.policy_id = record["policy"], record["policy_id"]
+
+    def update_batch(
+        self, k: int, trans: _SearchSpaceTransform, direction: StudyDirection, current: int
+    ) -> tuple[list[int], np.ndarray, np.ndarray] | None:
+        """(trial numbers, draws, rewards) of the K lowest-numbered COMPLETE trials drawn from the
+        latest policy, or None while an unfinished trial that may still join it (drawn from it,
+        or not sampled yet) precedes them — unless 2K later trials of it have completed since
+        (a trial left RUNNING by a crashed worker is passed over)."""
+        candidates = []
+        for t in self.trials:
+            r = self.records.get(t.number)
+            if r is not None and r["generation"] == self.generation and (
+                    r["policy_id"] == self.policy_id):
+                candidates.append((t, r))
+            elif r is None and not t.state.is_finished() and t.number != current:
+                candidates.append((t, None))
+        candidates.sort(key=lambda item: item[0].number)
+        completed_after, later = [], 0
+        for t, r in reversed(candidates):
+            completed_after.append(later)
+            later += r is not None and t.state == TrialState.COMPLETE
+        chosen = []
+        for (t, r), after in zip(candidates, reversed(completed_after), strict=True):
+            if not t.state.is_finished():
+                if after < 2 * k:
+                    return None
+            elif t.state == TrialState.COMPLETE and r is not None and _proposed(t, r["draw"], trans):
+                chosen.append((t, r))
+                if len(chosen) == k:
+                    break
+        if len(chosen) < k:
+            return None
+        sign = 1.0 if direction == StudyDirection.MAXIMIZE else -1.0
+        return ([t.number for t, _ in chosen],
+                np.array([r["draw"] for _, r in chosen], dtype=np.float64),
+                np.array([sign * t.value for t, _ in chosen], dtype=np.float64))
+
+
+def _proposed(trial: FrozenTrial, draw: Sequence[float], trans: _SearchSpaceTransform) -> bool:
+    """Whether the trial's parameters are exactly what its draw proposed."""
+    proposal = _untransform(trans, np.asarray(draw, dtype=np.float64))
+    for name, value in proposal.items():
+        if name not in trial.params:
+            return False
+        actual = trial.params[name]
+        if isinstance(value, float):
+            if not math.isclose(actual, value, rel_tol=1e-12, abs_tol=1e-12):
+                return False
+        elif actual != value:
+            return False
+    return True
+
+
+def _untransform(trans: _SearchSpaceTransform, point: np.ndarray) -> dict[str, Any]:
+    """Parameter values (Python scalars) of a unit-box point, clipped onto the box."""
+    params = trans.untransform(np.clip(point, 0.0, 1.0))
+    return {name: v.item() if isinstance(v, np.generic) else v for name, v in params.items()}

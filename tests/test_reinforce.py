@@ -1,0 +1,346 @@
+"""ReinforceSampler: gradient against closed forms, storage-backed state (threads, processes,
+restarts), fallback, reproducibility and validation."""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import time
+import warnings
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+from scipy.stats import norm
+
+from samplers.reinforce import _KEY, ReinforceSampler, _Policy
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+LOW, HIGH = -2.0, 2.0
+SPACE = {"a": FloatDistribution(LOW, HIGH), "b": FloatDistribution(LOW, HIGH)}
+CENTRE = np.array([0.5, -0.3])
+
+
+def neg_sq_distance(trial: optuna.Trial) -> float:
+    """R(ψ) = −‖ψ − c‖², ψ = (a, b)."""
+    psi = np.array([trial.suggest_float(n, LOW, HIGH) for n in SPACE])
+    return -float(((psi - CENTRE) ** 2).sum())
+
+
+def audit_chain(study: optuna.Study, sampler: ReinforceSampler, k: int) -> dict[int, dict]:
+    """Check that every generation of the (single) policy chain in ``study`` was updated exactly
+    once, from K COMPLETE trials of the previous generation drawn from its policy (the K
+    lowest-numbered ones whose parameters were not fixed, passing over only trials that were
+    overtaken by 2K later ones), each trial used at most once, and that recomputing every update from
+    storage gives the stored policy. Returns ``{generation: {"policy": ..., "members": [...]}}``.
+    """
+    trials = study.get_trials(deepcopy=False)
+    records = [(t, t.system_attrs[_KEY]) for t in trials if _KEY in t.system_attrs]
+    chain: dict[int, dict] = {}
+    for _, r in records:
+        if "policy" in r:
+            entry = chain.setdefault(r["generation"], {"policies": {}, "from": set()})
+            entry["policies"][r["policy_id"]] = r["policy"]
+            entry["from"].add(tuple(r.get("from_trials", ())))
+    assert sorted(chain) == list(range(len(chain))), f"generations not consecutive: {sorted(chain)}"
+    used: set[int] = set()
+    by_number = {t.number: (t, r) for t, r in records}
+    for g in sorted(chain):
+        entry = chain[g]
+        assert len(entry["policies"]) == 1, f"generation {g} has {len(entry['policies'])} policies"
+        ((pid, policy),) = entry["policies"].items()
+        entry["policy"], entry["policy_id"] = policy, pid
+        entry["members"] = [t.number for t, r in records
+                            if r["generation"] == g and r["policy_id"] == pid]
+        if g == 0:
+            assert entry["from"] == {()}
+            continue
+        assert len(entry["from"]) == 1, f"generation {g} was computed from different trial sets"
+        (numbers,) = entry["from"]
+        assert len(numbers) == k and len(set(numbers)) == k
+        assert not used & set(numbers), f"trials {used & set(numbers)} entered two updates"
+        used |= set(numbers)
+        prev = chain[g - 1]
+        for n in numbers:
+            t, r = by_number[n]
+            assert t.state == TrialState.COMPLETE, f"trial {n} in state {t.state} entered an update"
+            assert r["generation"] == g - 1 and r["policy_id"] == prev["policy_id"]
+        members = sorted(t.number for t, r in records
+                         if t.state == TrialState.COMPLETE and r["generation"] == g - 1
+                         and r["policy_id"] == prev["policy_id"]
+                         and "fixed_params" not in t.system_attrs)
+        for n in members[: members.index(numbers[-1])]:
+            # a lower-numbered trial is passed over only if it was still running after 2K later
+            # trials of its generation had completed
+            assert n in numbers or sum(m > n for m in members) >= 2 * k, f"trial {n} skipped"
+        draws = np.array([by_number[n][1]["draw"] for n in numbers])
+        sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+        rewards = np.array([sign * by_number[n][0].value for n in numbers])
+        recomputed = sampler._step(_Policy.from_json(prev["policy"]), draws, rewards).to_json()
+        assert recomputed == policy, f"generation {g}: recomputing the update disagrees"
+    return chain
+
+
+def chain_means(chain: dict[int, dict]) -> np.ndarray:
+    return np.array([chain[g]["policy"]["mean"] for g in sorted(chain)])
+
+
+# -- the gradient (Eq. 3–4) against closed forms -------------------------------------------------
+@pytest.mark.parametrize("learn_sigma, init", [(False, (-1.0, 1.0)), (True, tuple(CENTRE))])
+def test_update_follows_the_analytic_gradient_of_expected_reward(learn_sigma, init):
+    """R = −‖ψ − c‖² under π = N(ω, σ²) in unit-box coordinates u (ψ = low + r u, r = high − low):
+    E_π[R] = −Σ_i (low + r ω_i − c_i)² − Σ_i r² σ_i², so ∂/∂ω_i = −2 r (ψ̄_i − c_i) and
+    ∂/∂log σ_i = −2 r² σ_i². With SGD, (θ_{g+1} − θ_g)/lr is the sampler's estimate; averaged over
+    many generations it must match the closed form (ω barely moves: lr is tiny). The σ part is
+    checked at ω = c, where it is the whole gradient."""
+    k, lr, generations = 8, 1e-4, 100
+    sampler = ReinforceSampler(search_space=SPACE, init=dict(zip(SPACE, init)), sigma=0.05,
+                               learn_sigma=learn_sigma, optimizer="sgd", learning_rate=lr,
+                               population_size=k, seed=1)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(neg_sq_distance, n_trials=k * generations)
+    chain = audit_chain(study, sampler, k)
+    policies = [chain[g]["policy"] for g in sorted(chain)]
+    theta = np.array([p["mean"] + p["log_sigma"] for p in policies])
+    estimates = np.diff(theta, axis=0)[1:] / lr  # the first update uses its own mean as baseline
+    r = HIGH - LOW
+    mean, sigma = theta[1:-1, :2], np.exp(theta[1:-1, 2:])
+    analytic = np.concatenate([-2 * r * (LOW + r * mean - CENTRE), -2 * r**2 * sigma**2], axis=1)
+    if not learn_sigma:
+        analytic[:, 2:] = 0.0
+    error = (estimates - analytic).mean(axis=0)
+    stderr = (estimates - analytic).std(axis=0, ddof=1) / math.sqrt(len(estimates))
+    assert np.all(np.abs(error) <= 4 * stderr + 1e-12), (error, stderr)
+    part = slice(2, 4) if learn_sigma else slice(0, 2)  # where the gradient is far from zero
+    target = analytic.mean(axis=0)[part]
+    assert np.linalg.norm(error[part]) < 0.15 * np.linalg.norm(target), (error, target)
+
+
+def test_clipped_draws_do_not_bias_the_gradient():
+    """R(ψ) = ψ on [0, 1] near the upper bound: proposals are clipped, and the sampler must return
+    the gradient of E[R(clip(x))] = E[min(x, 1)], which is Φ((1 − ω)/σ), not the unclipped
+    objective's 1 nor what clipped draws in log π would give."""
+    k, lr, generations, omega, sigma = 8, 1e-5, 100, 0.9, 0.2
+    space = {"x": FloatDistribution(0.0, 1.0)}
+    sampler = ReinforceSampler(search_space=space, init={"x": omega}, sigma=sigma,
+                               optimizer="sgd", learning_rate=lr, population_size=k, seed=2)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=k * generations)
+    draws = np.array([t.system_attrs[_KEY]["draw"][0] for t in study.trials])
+    assert (draws > 1).mean() > 0.2 and max(t.params["x"] for t in study.trials) <= 1.0
+    estimates = np.diff(chain_means(audit_chain(study, sampler, k))[:, 0])[1:] / lr
+    expected = norm.cdf((1 - omega) / sigma)
+    stderr = estimates.std(ddof=1) / math.sqrt(len(estimates))
+    assert abs(estimates.mean() - expected) <= 4 * stderr, (estimates.mean(), expected, stderr)
+    assert abs(estimates.mean() - expected) < 0.1 * expected
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_learns_the_optimum_for_either_direction(direction):
+    sign = 1.0 if direction == "maximize" else -1.0
+    sampler = ReinforceSampler(search_space=SPACE, init={"a": -1.5, "b": 1.5}, population_size=8,
+                               learning_rate=0.05, learn_sigma=True, seed=3)
+    study = optuna.create_study(direction=direction, sampler=sampler)
+    study.optimize(lambda t: sign * neg_sq_distance(t), n_trials=8 * 60)
+    learned = sampler.policy(study)
+    assert learned.generation == 59  # the 60th update waits for the next trial
+    assert np.allclose([learned.params["a"], learned.params["b"]], CENTRE, atol=0.2), learned
+    assert np.all(learned.sigma < math.sqrt(0.05))  # σ shrinks near the optimum when learned
+
+
+# -- state in storage -----------------------------------------------------------------------
+def test_n_jobs_threads_share_one_chain():
+    sampler = ReinforceSampler(search_space=SPACE, population_size=4, seed=4)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(neg_sq_distance, n_trials=40, n_jobs=3)
+    chain = audit_chain(study, sampler, 4)
+    assert len(chain) >= 8
+    assert sampler.policy(study).generation == len(chain) - 1
+
+
+def test_fail_running_and_enqueued_trials_never_enter_an_update(tmp_path):
+    """A crash leaves a RUNNING trial; a failed trial returns NaN; an enqueued trial's parameters
+    are not the policy's draw. A restarted process (a new sampler on the same storage) goes on
+    with the stored chain and none of them enters an update."""
+    def storage():  # a new storage object per "process"
+        return optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log")))
+
+    study = optuna.create_study(direction="maximize", storage=storage(), study_name="s",
+                                sampler=ReinforceSampler(search_space=SPACE, population_size=4,
+                                                         seed=5))
+    study.optimize(neg_sq_distance, n_trials=5)
+    crashed = study.ask()
+    crashed.suggest_float("a", LOW, HIGH)  # draws from the policy, then the worker "dies"
+    study.optimize(lambda t: neg_sq_distance(t) * float("nan"), n_trials=2)
+    partial = {"a": 1.234}
+    study.enqueue_trial(partial, skip_if_exists=False)
+    study.optimize(neg_sq_distance, n_trials=1)
+    before = ReinforceSampler(search_space=SPACE, seed=0).policy(study).generation
+
+    restarted = ReinforceSampler(search_space=SPACE, population_size=4, seed=6)
+    study = optuna.load_study(study_name="s", storage=storage(), sampler=restarted)
+    study.optimize(neg_sq_distance, n_trials=12)
+    chain = audit_chain(study, restarted, 4)
+    states = {t.number: t.state for t in study.trials}
+    assert states[crashed.number] == TrialState.RUNNING
+    assert sum(s == TrialState.FAIL for s in states.values()) == 2
+    enqueued = next(t for t in study.trials if t.params.get("a") == partial["a"])
+    assert _KEY in enqueued.system_attrs  # "b" came from the policy, "a" did not
+    used = {n for g in chain for n in next(iter(chain[g]["from"]))}
+    excluded = {crashed.number, enqueued.number} | {
+        n for n, s in states.items() if s == TrialState.FAIL}
+    assert not used & excluded
+    assert len(chain) - 1 > before
+
+
+def test_seeded_runs_reproduce_and_unseeded_workers_differ():
+    def run(seed):
+        study = optuna.create_study(
+            direction="maximize",
+            sampler=ReinforceSampler(search_space=SPACE, population_size=4, seed=seed))
+        study.optimize(neg_sq_distance, n_trials=20)
+        return [tuple(t.params.values()) for t in study.trials]
+
+    assert run(7) == run(7)
+    assert run(7) != run(8)
+    first, second = run(None), run(None)
+    assert not set(first) & set(second)
+
+
+def _journal_worker(path: str) -> dict:
+    """One worker process: join the shared study and run trials until generation 8 exists."""
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+    sampler = ReinforceSampler(search_space=SPACE, population_size=4, learning_rate=0.1)
+    study = optuna.load_study(study_name="shared", storage=storage, sampler=sampler)
+    rng, mine = np.random.default_rng(), []
+
+    def objective(trial):
+        mine.append(trial.number)
+        time.sleep(rng.uniform(0.0, 0.03))
+        return neg_sq_distance(trial)
+
+    while (sampler.policy(study) is None) or sampler.policy(study).generation < 8:
+        study.optimize(objective, n_trials=1)
+    return {"trials": mine, "mean": sampler.policy(study).params}
+
+
+def test_three_processes_share_a_journal_file(tmp_path):
+    """3 processes, one JournalStorage file, 8 generations of K = 4: every generation updated
+    exactly once, every process ends with the same ω, no trial lost."""
+    path = str(tmp_path / "journal.log")
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+    optuna.create_study(study_name="shared", storage=storage, direction="maximize")
+    with multiprocessing.get_context("fork").Pool(3) as pool:  # fork: no re-import per worker
+        outputs = pool.map(_journal_worker, [path] * 3, chunksize=1)
+    study = optuna.load_study(study_name="shared", storage=storage)
+    chain = audit_chain(study, ReinforceSampler(population_size=4, learning_rate=0.1), 4)
+    assert sorted(chain) == list(range(9)), sorted(chain)
+    assert outputs[0]["mean"] == outputs[1]["mean"] == outputs[2]["mean"]
+    assert outputs[0]["mean"] == ReinforceSampler(search_space=SPACE).policy(study).params
+    ran = sorted(n for o in outputs for n in o["trials"])
+    assert ran == [t.number for t in study.trials]  # every trial ran by exactly one process
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    draws = [tuple(t.system_attrs[_KEY]["draw"]) for t in study.trials]
+    assert len(set(draws)) == len(draws)  # unseeded workers never propose the same point
+
+
+# -- search spaces, fallback, initialisation, validation ---------------------------------------
+def test_int_and_categorical_fall_back_with_one_warning():
+    sampler = ReinforceSampler(population_size=2, seed=9)
+    study = optuna.create_study(sampler=sampler)
+
+    def objective(trial):
+        x = trial.suggest_float("x", -1.0, 1.0)
+        n = trial.suggest_int("n", 0, 3)
+        c = trial.suggest_categorical("c", ["u", "v"])
+        return x**2 + n + (c == "v")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        study.optimize(objective, n_trials=12)
+    fallback = [w for w in caught if "ReinforceSampler models float" in str(w.message)]
+    assert len(fallback) == 1 and "'n'" in str(fallback[0].message)
+    later = study.trials[1:]
+    assert all(set(t.system_attrs[_KEY]) >= {"draw"} for t in later)
+    space = {"x": FloatDistribution(-1.0, 1.0)}
+    for t in later:  # x comes from the policy's draw, n and c from the independent sampler
+        assert t.params["x"] == pytest.approx(-1.0 + 2.0 * min(max(t.system_attrs[_KEY]["draw"][0], 0), 1))
+    assert sampler.infer_relative_search_space(study, study.trials[-1]) == space
+    assert _KEY not in study.trials[0].system_attrs  # nothing completed yet: independent
+
+
+def test_a_changed_search_space_starts_a_new_chain():
+    sampler = ReinforceSampler(population_size=2, seed=10)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0) + t.suggest_float("y", 0.0, 1.0),
+                   n_trials=6)
+    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=6)
+    records = [t.system_attrs[_KEY] for t in study.trials if _KEY in t.system_attrs]
+    spaces = list(dict.fromkeys(r["space"] for r in records))
+    assert len(spaces) == 2
+    second = [r for r in records if r["space"] == spaces[1]]
+    assert second[0]["generation"] == 0 and len(second[0]["draw"]) == 1
+
+
+def test_initial_mean_from_simulator_centre_or_given_point():
+    from simsearch.problems import get
+
+    simulator = get("gmm2d").simulator
+    space = simulator.space
+    default = ReinforceSampler.for_simulator(simulator, seed=0)
+    centre = ReinforceSampler.for_simulator(simulator, init="centre", seed=0)
+    bad = {"means": simulator.init_psi()["means"] * 0 + 4.0, "log_std": simulator.init_psi()["log_std"]}
+    adversarial = ReinforceSampler.for_simulator(simulator, init=bad, seed=0)
+    low, high = space.bounds()
+    for sampler, psi in ((default, simulator.init_psi()), (adversarial, bad)):
+        study = optuna.create_study(sampler=sampler, direction="maximize")
+        study.optimize(lambda t: float(space.to_flat(simulator.suggest(t)).sum()), n_trials=1)
+        learned = space.to_flat(space.from_params(sampler.policy(study).params))
+        assert np.allclose(learned, space.to_flat(psi), atol=1e-6)
+    study = optuna.create_study(sampler=centre)
+    study.optimize(lambda t: float(space.to_flat(simulator.suggest(t)).sum()), n_trials=1)
+    learned = space.to_flat(space.from_params(centre.policy(study).params))
+    assert np.allclose(learned, (low + high) / 2, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"population_size": 0}, "population_size"),
+        ({"sigma": 0.0}, "sigma"),
+        ({"learning_rate": -1.0}, "learning_rate"),
+        ({"optimizer": "rmsprop"}, "optimizer must be one of"),
+        ({"baseline_decay": 1.0}, "baseline_decay"),
+        ({"search_space": SPACE, "init": {"a": 3.0}}, r"init\['a'\].*got 3.0"),
+        ({"search_space": {"n": optuna.distributions.IntDistribution(0, 3)}},
+         r"search_space\['n'\]"),
+    ],
+)
+def test_bad_options_raise_clear_errors(options, message):
+    with pytest.raises(ValueError, match=message):
+        ReinforceSampler(**options)
+
+
+def test_multi_objective_is_refused():
+    study = optuna.create_study(directions=["minimize", "minimize"],
+                                sampler=ReinforceSampler(search_space=SPACE))
+    with pytest.raises(ValueError, match="multi-objective"):
+        study.optimize(lambda t: (neg_sq_distance(t), 0.0), n_trials=1)
+
+
+def test_policy_round_trips_through_json():
+    policy = _Policy(np.array([0.1, 0.2]), np.array([-1.0, -2.0]), 0.5,
+                     (np.array([1e-3, 2.0, 3.0, 4.0]), np.ones(4), 3))
+    data = json.loads(json.dumps(policy.to_json()))
+    again = _Policy.from_json(data)
+    assert again.to_json() == policy.to_json()
+
+
+def test_registered_for_the_cli():
+    from simsearch.sampler_registry import make_sampler
+
+    assert isinstance(make_sampler("reinforce", seed=0), ReinforceSampler)
