@@ -9,12 +9,15 @@
                                                           samplers side by side: report.md, plots
     simsearch metasim --problem digits-rot --seeds 3 --iterations 100 --out out/metasim
                                                           Meta-Sim's distribution transformer: report
+    simsearch worker --storage journal:out/study.log --study s1 --problem gmm2d --sampler tpe --trials 40
+                                                          join a shared study (start several)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -143,7 +146,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate of the transformer")
     p.add_argument("--out", default="out/metasim")
     p.set_defaults(func=_cmd_metasim)
+
+    p = sub.add_parser("worker", help="join a study in a shared storage; run until it has N trials")
+    p.add_argument("--storage", required=True,
+                   help="journal:PATH | redis://HOST:PORT/DB[?prefix=P] | postgresql://… (RDB URL)")
+    p.add_argument("--study", required=True, help="study name (created if missing)")
+    p.add_argument("--problem", default="gmm2d")
+    p.add_argument("--sampler", default="tpe")
+    p.add_argument("--trials", type=int, default=30, help="finished trials of the study in total")
+    p.add_argument("--seed", type=int, default=0, help="study seed: data of trial t depend on (seed, t)")
+    p.add_argument("--sampler-seed", type=int, default=None,
+                   help="seed of this worker's sampler (default: unseeded, so workers differ)")
+    p.add_argument("--n-samples", type=int, default=None, help="M per trial (default: the problem's)")
+    p.add_argument("--epochs", type=int, default=None, help="ξ per trial (default: the problem's)")
+    p.add_argument("--checkpoint", default=None,
+                   help="this worker's accumulated-model checkpoint (samplers such as autosimulate)")
+    p.add_argument("--heartbeat", type=int, default=60, help="seconds between trial heartbeats")
+    p.add_argument("--grace", type=int, default=None,
+                   help="seconds without heartbeat before a trial is stale (default 5 × heartbeat)")
+    p.set_defaults(func=_cmd_worker)
     return parser
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from simsearch.workers import budget_state, open_storage, run_worker
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    problem = problems.get(args.problem)
+    sampler = make_sampler(args.sampler, args.sampler_seed)
+    options = {"seed": args.seed, "n_samples": args.n_samples, "epochs": args.epochs,
+               "checkpoint_path": args.checkpoint}
+    accumulate = bool(getattr(sampler, "needs_accumulated_model", False))
+    objective = problem.objective(accumulate=accumulate,
+                                  **{k: v for k, v in options.items() if v is not None})
+    grace = args.grace or 5 * args.heartbeat
+    storage = open_storage(args.storage, heartbeat_interval=args.heartbeat, grace_period=grace)
+    study = optuna.create_study(storage=storage, study_name=args.study, sampler=sampler,
+                                direction=objective.direction, load_if_exists=True)
+    report = run_worker(study, objective, args.trials, heartbeat_interval=args.heartbeat,
+                        grace_period=grace)
+    state = budget_state(study, args.trials)
+    print(f"worker {os.getpid()}: ran trials {report.ran}; study {args.study!r} has "
+          f"{state.finished}/{args.trials} trials finished")
+    if report.failed_stale:
+        print(f"failed stale trials (their worker died): {report.failed_stale}")
+    return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

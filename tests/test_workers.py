@@ -1,0 +1,299 @@
+"""Many workers on one study in a shared storage (issue 7): budget, crashes, samplers' state.
+
+The multi-process tests start real worker processes (a small script calling
+:func:`simsearch.workers.run_worker`, and ``python -m simsearch worker``) against a Journal file,
+a fresh PostgreSQL database and a Redis prefix (see ``conftest_storages.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from conftest_storages import postgres_url, redis_url, storage_url  # noqa: F401
+from optuna.trial import TrialState
+
+from simsearch.workers import (
+    SURPLUS_KEY,
+    TAG_KEY,
+    WorkerTag,
+    budget_state,
+    fail_stale_trials,
+    open_storage,
+    run_worker,
+    stale_reason,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WORKER_SCRIPT = r'''
+import json, os, sys, time
+import optuna
+from optuna.distributions import FloatDistribution
+from simsearch.workers import open_storage, run_worker
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+args = json.loads(sys.argv[1])
+storage = open_storage(args["storage"], heartbeat_interval=1, grace_period=2)
+if args["mode"] == "reinforce":
+    from samplers.reinforce import ReinforceSampler
+
+    space = {"x": FloatDistribution(-1.0, 1.0), "y": FloatDistribution(-1.0, 1.0)}
+    sampler = ReinforceSampler(search_space=space, population_size=4, learning_rate=0.1)
+
+    def objective(trial):
+        x, y = trial.suggest_float("x", -1.0, 1.0), trial.suggest_float("y", -1.0, 1.0)
+        time.sleep(args["delay"])
+        return -(x - 0.5) ** 2 - (y + 0.3) ** 2
+else:
+    from samplers.autosimulate import AutoSimulateSampler
+    from simsearch.faults import FaultySimulator
+    from simsearch.problems import get
+
+    problem = get("gmm2d")
+    objective = problem.objective(accumulate=True, seed=0, checkpoint_path=args["checkpoint"],
+                                  n_samples=50, epochs=1)
+    objective.simulator = FaultySimulator(problem.simulator, delay_s=args["delay"])
+    sampler = AutoSimulateSampler("linear", init=problem.simulator)
+study = optuna.load_study(storage=storage, study_name="w", sampler=sampler)
+report = run_worker(study, objective, args["n_trials"], heartbeat_interval=0.5, grace_period=2,
+                    poll_interval=0.05)
+out = {"pid": os.getpid(), "ran": report.ran, "surplus": report.surplus}
+if args["mode"] == "reinforce":
+    policy = sampler.policy(study)
+    out["policy"] = {"generation": policy.generation, "params": policy.params}
+print("RESULT " + json.dumps(out), flush=True)
+'''
+
+
+def _start(script: Path, **args) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(script), json.dumps(args)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _result(proc: subprocess.Popen, timeout: float = 180) -> dict:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    line = next(x for x in out.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+def _kill_mid_trial(study: optuna.Study, victim: subprocess.Popen, after: int) -> int:
+    """SIGKILL ``victim`` while it runs a trial numbered >= ``after``; that trial's number."""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            tag = t.system_attrs.get(TAG_KEY)
+            if t.number >= after and tag and tag["pid"] == victim.pid:
+                victim.send_signal(signal.SIGKILL)
+                victim.wait()
+                return t.number
+        time.sleep(0.02)
+    raise AssertionError("the victim never ran a late enough trial")
+
+
+def _reinforce_chain(trials: list[optuna.trial.FrozenTrial]) -> dict[int, tuple[str, list[int]]]:
+    """generation -> (policy id, trials its update used), asserting one policy per generation."""
+    chain: dict[int, tuple[str, list[int]]] = {}
+    for t in trials:
+        record = t.system_attrs.get("reinforce:state")
+        if record is None or "policy" not in record:
+            continue
+        entry = (record["policy_id"], record.get("from_trials", []))
+        assert chain.setdefault(record["generation"], entry) == entry, (
+            f"generation {record['generation']} was updated twice, differently")
+    return chain
+
+
+def test_reinforce_four_workers_with_a_kill(storage_url, tmp_path):  # noqa: F811
+    """4 processes × ReinforceSampler (K = 4); one SIGKILLed mid-trial and replaced: the study
+    ends with exactly 40 completed budget trials, every generation updated exactly once from K
+    completed trials of the previous one, the killed trial failed as stale, and every process
+    reads the same final policy."""
+    n_trials, k = 40, 4
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER_SCRIPT)
+    storage = open_storage(storage_url, heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(storage=storage, study_name="w", direction="maximize")
+    args = {"storage": storage_url, "mode": "reinforce", "n_trials": n_trials, "delay": 0.3}
+    procs = [_start(script, **args) for _ in range(4)]
+    killed = _kill_mid_trial(study, procs[0], after=8)
+    procs.append(_start(script, **args))
+    results = [_result(p) for p in procs[1:]]
+
+    trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    assert by_number[killed].state == TrialState.FAIL
+    state = budget_state(study, n_trials)
+    assert killed in state.stale and killed not in state.budget
+    assert state.finished == n_trials and not state.unfinished
+    assert all(by_number[n].state == TrialState.COMPLETE for n in state.budget)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == n_trials
+    assert all(SURPLUS_KEY in t.system_attrs for t in trials
+               if t.number not in state.budget and t.number != killed)
+    ran = sorted(n for r in results for n in r["ran"])
+    assert set(ran) | {killed} >= set(state.budget)
+
+    chain = _reinforce_chain(trials)
+    generations = sorted(chain)
+    assert generations == list(range(len(generations))) and len(generations) >= 3
+    used: set[int] = set()
+    for g in generations[1:]:
+        numbers = chain[g][1]
+        assert len(numbers) == k and not used & set(numbers)
+        used |= set(numbers)
+        for n in numbers:
+            assert by_number[n].state == TrialState.COMPLETE
+            assert by_number[n].system_attrs["reinforce:state"]["generation"] == g - 1
+    finals = [r["policy"] for r in results]
+    assert all(f == finals[0] for f in finals)
+    assert finals[0]["generation"] == generations[-1]
+
+
+def test_autosimulate_killed_and_restarted_resumes_psi_and_model(tmp_path):
+    """AutoSimulate killed after iteration t restarts in a new process: its first trial proposes
+    the ψ_{t+1} stored by the last completed trial and the model continues from the checkpoint."""
+    url = f"journal:{tmp_path / 'study.log'}"
+    ckpt = tmp_path / "model.pt"
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER_SCRIPT)
+    study = optuna.create_study(storage=open_storage(url), study_name="w", direction="maximize")
+    args = {"storage": url, "mode": "autosimulate", "n_trials": 6, "checkpoint": str(ckpt),
+            "delay": 0.5}
+    first = _start(script, **args)
+    killed = _kill_mid_trial(study, first, after=2)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    head = max(complete, key=lambda t: t.system_attrs["autosimulate:step"])
+    stored_psi = head.system_attrs["autosimulate:psi_next"]
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["trials_seen"] == len(complete) >= 2
+
+    _result(_start(script, **args))
+    trials = study.get_trials(deepcopy=False)
+    assert trials[killed].state == TrialState.FAIL
+    resumed = trials[killed + 1]
+    assert resumed.state == TrialState.COMPLETE and resumed.params == stored_psi
+    assert resumed.system_attrs["autosimulate:parent"] == head.number
+    final = torch.load(ckpt, weights_only=True)
+    assert final["trials_seen"] == sum(t.state == TrialState.COMPLETE for t in trials) == 6
+    assert not all(torch.equal(final["state_dict"][k], v) for k, v in saved["state_dict"].items())
+
+
+def test_cli_workers_share_a_journal_study(tmp_path):
+    """Two ``simsearch worker`` processes on one Journal file finish the study's 6 trials."""
+    log = tmp_path / "study.log"
+    cmd = [sys.executable, "-m", "simsearch", "worker", "--storage", f"journal:{log}", "--study", "s",
+           "--problem", "gmm2d", "--sampler", "random", "--trials", "6", "--n-samples", "50",
+           "--epochs", "1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert all("has 6/6 trials finished" in out for out, _ in outs)
+    study = optuna.load_study(storage=open_storage(f"journal:{log}"), study_name="s")
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 6
+
+
+# -- the stale rule and the budget, in one process ---------------------------------------------------
+def _journal_study(tmp_path) -> optuna.Study:
+    return optuna.create_study(storage=open_storage(f"journal:{tmp_path / 's.log'}"),
+                               sampler=optuna.samplers.RandomSampler(seed=0))
+
+
+def _running(study: optuna.Study, tag: dict | None, heartbeat: float | None = None):
+    trial = study.ask()
+    if tag is not None:
+        study._storage.set_trial_system_attr(trial._trial_id, TAG_KEY, tag)
+    if heartbeat is not None:
+        study._storage.set_trial_system_attr(trial._trial_id, "simsearch:heartbeat", heartbeat)
+    return trial
+
+
+def test_stale_rule_dead_process_here_and_silent_worker_elsewhere(tmp_path):
+    study = _journal_study(tmp_path)
+    me = WorkerTag.current()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    now = time.time()
+    alive = _running(study, {**me.__dict__, "started": now})
+    exited = _running(study, {**WorkerTag(me.host, me.boot, dead.pid, None).__dict__, "started": now})
+    reused = _running(study, {**WorkerTag(me.host, me.boot, me.pid, (me.pid_start or 0) + 1).__dict__,
+                              "started": now})
+    far_fresh = _running(study, {"host": "elsewhere", "boot": "b", "pid": 1, "pid_start": 5,
+                                 "started": now - 100}, heartbeat=now - 1)
+    far_silent = _running(study, {"host": "elsewhere", "boot": "b", "pid": 1, "pid_start": 5,
+                                  "started": now - 100}, heartbeat=now - 50)
+    untagged = _running(study, None)
+    frozen = {t.number: t for t in study.get_trials(deepcopy=False)}
+    assert stale_reason(frozen[alive.number], 30) is None
+    assert "has exited" in stale_reason(frozen[exited.number], 30)
+    assert "has exited" in stale_reason(frozen[reused.number], 30)  # pid reused by another process
+    assert stale_reason(frozen[far_fresh.number], 30) is None
+    assert "no heartbeat" in stale_reason(frozen[far_silent.number], 30)
+    assert stale_reason(frozen[untagged.number], 30) is None
+    assert "without a worker tag" in stale_reason(frozen[untagged.number], 30, now=now + 31)
+
+    assert fail_stale_trials(study, 30) == [exited.number, reused.number, far_silent.number]
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.RUNNING, TrialState.FAIL, TrialState.FAIL,
+                                         TrialState.RUNNING, TrialState.FAIL, TrialState.RUNNING]
+    assert trials[1].user_attrs["fail_phase"] == "worker"
+    state = budget_state(study, 2)
+    assert state.stale == {1, 2, 4} and state.budget == [0, 3] and state.free == 0
+
+
+def test_budget_skips_stale_and_surplus_trials_and_a_worker_redoes_lost_slots(tmp_path):
+    """A worker joining a study whose earlier trials include a stale one and a surplus one runs
+    exactly the trials needed for the budget."""
+    study = _journal_study(tmp_path)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    me = WorkerTag.current()
+    _running(study, {**WorkerTag(me.host, me.boot, dead.pid, None).__dict__, "started": time.time()})
+    surplus = study.ask()
+    study._storage.set_trial_system_attr(surplus._trial_id, SURPLUS_KEY, True)
+    study.tell(surplus, state=TrialState.PRUNED)
+    report = run_worker(study, lambda t: t.suggest_float("x", 0, 1), n_trials=5, poll_interval=0.01)
+    assert report.failed_stale == [2] and report.ran == [4, 5, 6] and report.surplus == []
+    state = budget_state(study, 5)
+    assert state.budget == [0, 1, 4, 5, 6] and state.finished == 5 and state.done
+    assert run_worker(study, lambda t: 0.0, n_trials=5).ran == []  # already done: nothing to run
+
+
+def test_open_storage_urls_and_errors(tmp_path, postgres_url):  # noqa: F811
+    from optuna.storages import JournalStorage, RDBStorage
+
+    assert isinstance(open_storage(f"journal:{tmp_path / 'a.log'}"), JournalStorage)
+    rdb = open_storage(postgres_url, heartbeat_interval=3)
+    assert isinstance(rdb, RDBStorage) and rdb.get_heartbeat_interval() == 3
+    assert rdb.grace_period == 15
+    with pytest.raises(ValueError, match="expected journal:PATH"):
+        open_storage("study.db")
+    with pytest.raises(ValueError, match="empty path"):
+        open_storage("journal:")
+    with pytest.raises(ValueError, match="heartbeat_interval must be an int >= 1"):
+        open_storage("sqlite:///x.db", heartbeat_interval=0)
+    study = _journal_study(tmp_path)
+    with pytest.raises(ValueError, match="n_trials must be an int >= 1, got 0"):
+        run_worker(study, lambda t: 0.0, n_trials=0)
+    with pytest.raises(ValueError, match="grace_period must exceed"):
+        run_worker(study, lambda t: 0.0, n_trials=1, heartbeat_interval=10, grace_period=5)
+
+
+def test_redis_url_prefix_is_a_separate_journal(redis_url):  # noqa: F811
+    study = optuna.create_study(storage=open_storage(redis_url), study_name="r")
+    run_worker(study, lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    other = redis_url.replace("prefix=", "prefix=other-")
+    assert optuna.get_all_study_names(open_storage(redis_url)) == ["r"]
+    assert optuna.get_all_study_names(open_storage(other)) == []
