@@ -19,13 +19,13 @@ storage.
 **State in the storage** (trial system attributes, prefix ``autosimulate:``): ``parent`` (the trial
 whose ψ_{t+1} this trial proposes, −1 at the start), and after :meth:`observe_training`:
 ``step`` (t + 1), ``psi_next``, ``adam_m``, ``adam_v``, and the diagnostics ``grad_norm``
-(‖∂L̃/∂ψ‖), ``cg_iterations``, ``cg_residual`` and ``seconds``. A trial proposes the ``psi_next``
-of the COMPLETE trial with the most steps (ties: the highest number); FAIL, PRUNED and RUNNING
-trials are ignored, so after a crash a new process continues from the last completed trial, and the
-accumulated model from the objective's ``checkpoint_path``. Until a trial has completed, trials
-propose the start point: ``init`` (a simulator's declared ψ), else the centre of each range.
-Pruning would cut the accumulated model's fine-tuning short and a pruned trial gives no step: use
-``optuna.pruners.NopPruner()``.
+(‖∂L̃/∂ψ‖), ``cg_iterations``, ``cg_residual``, ``damping`` (the λ finally used) and ``seconds``.
+A trial proposes the ``psi_next`` of the COMPLETE trial with the most steps (ties: the highest
+number); FAIL, PRUNED and RUNNING trials are ignored, so after a crash a new process continues
+from the last completed trial, and the accumulated model from the objective's
+``checkpoint_path``. Until a trial has completed, trials propose the start point: ``init`` (a
+simulator's declared ψ), else the centre of each range. Pruning would cut the accumulated model's
+fine-tuning short and a pruned trial gives no step: use ``optuna.pruners.NopPruner()``.
 
 **Several workers on one study.** Each worker process fine-tunes its own accumulated model; ψ and
 the Adam state are shared through the storage. A worker whose parent is already being evaluated
@@ -143,7 +143,7 @@ class AutoSimulateSampler(BaseSampler):
 
     Use it with a :class:`~simsearch.SimulatorObjective` whose model is accumulated across trials
     (``problem.objective(accumulate=True)`` or an ``AccumulatedMainTaskModule``) and a simulator
-    with ``log_prob``; :meth:`check_objective` tells early if that is not so.
+    with ``log_prob``; :meth:`prepare` checks that early.
 
     Args:
         method: the Δθ̂ approximation of Table 1: ``"quadratic"`` (conjugate gradient on
@@ -157,7 +157,9 @@ class AutoSimulateSampler(BaseSampler):
             "frozen layers"); default all trainable parameters.
         damping, cg_tol, cg_max_iter: λ, relative tolerance and iteration cap of the CG solve.
         warm_start: start each CG solve from the previous solution found in this process.
-        hessian_samples, val_samples: estimate H / g_val on that many samples (cost control).
+        hessian_samples, val_samples: estimate H / g_val on that many samples (cost control; by
+            default H on 128 training samples, so that the default CG cap costs at most about
+            as much as the fine-tuning; ``None`` uses all).
         control_variate: subtract a leave-one-out baseline from the d_k.
         seed: seeds the jitter of concurrent proposals and the fallback sampler.
         independent_sampler: samples what AutoSimulate does not model (categorical parameters,
@@ -177,9 +179,9 @@ class AutoSimulateSampler(BaseSampler):
         theta: ThetaSelector = None,
         damping: float = 1e-2,
         cg_tol: float = 1e-3,
-        cg_max_iter: int = 20,
+        cg_max_iter: int = 10,
         warm_start: bool = True,
-        hessian_samples: int | None = None,
+        hessian_samples: int | None = 128,
         val_samples: int | None = None,
         control_variate: bool = True,
         seed: int | None = None,
@@ -273,8 +275,10 @@ class AutoSimulateSampler(BaseSampler):
         self._independent.after_trial(study, trial, state, values)
 
     # -- the AutoSimulate step ------------------------------------------------------------------
-    def check_objective(self, objective: Any) -> None:
-        """Raise if ``objective`` (a SimulatorObjective) cannot feed AutoSimulate."""
+    def prepare(self, objective: Any) -> None:
+        """Check that ``objective`` (a SimulatorObjective) can feed AutoSimulate, raising a clear
+        error if not, and adopt its simulator's declared ψ as the start point unless ``init`` was
+        given. A harness building samplers by name calls this before optimising."""
         _check_simulator(objective.simulator)
         if getattr(objective, "is_sklearn", False):
             raise TypeError(
@@ -288,6 +292,8 @@ class AutoSimulateSampler(BaseSampler):
                 "problem.objective(accumulate=True), got a fresh model per trial"
             )
         _check_module(objective.model)
+        if not self._init:
+            self._init = _init_params(objective.simulator)
 
     def observe_training(self, trial: optuna.Trial, context: Any) -> None:
         """Compute ∂L̃/∂ψ for the trained model and store ψ_{t+1} and diagnostics on ``trial``."""
@@ -333,6 +339,7 @@ class AutoSimulateSampler(BaseSampler):
             "grad_norm": result.norm,
             "cg_iterations": result.cg_iterations,
             "cg_residual": None if math.isnan(result.cg_residual) else result.cg_residual,
+            "damping": result.damping if self.method == "quadratic" else None,
             "method": self.method,
             "seconds": time.perf_counter() - start,
         }

@@ -30,7 +30,7 @@ dθ*/dψ = −H⁻¹ ∂²L_train/∂θ∂ψ, so dL_val(θ*(ψ))/dψ = −∂/�
 >>> result = hypergradient(module, sim, sim.init_psi(), batch, problem.val, "quadratic")
 >>> sorted(result.grad), tuple(result.grad["means"].shape)
 (['log_std', 'means'], (2, 2, 2))
->>> result.cg_iterations <= 20
+>>> result.cg_iterations <= 10
 True
 """
 
@@ -171,13 +171,15 @@ class HessianVectorProduct:
 
 @dataclass(frozen=True)
 class CGResult:
-    """A conjugate-gradient solve: the solution, products used, ‖b − Ax‖/‖b‖, and whether the
-    tolerance was met (False after the iteration cap or a direction of non-positive curvature)."""
+    """A conjugate-gradient solve: the solution, products used, ‖b − Ax‖/‖b‖, whether the
+    tolerance was met (False after the iteration cap or a direction of non-positive curvature),
+    and, when such a direction p stopped the solve, its Rayleigh quotient pᵀAp/pᵀp ≤ 0."""
 
     x: torch.Tensor
     iterations: int
     residual: float
     converged: bool
+    negative_curvature: float | None = None
 
 
 def conjugate_gradient(
@@ -215,12 +217,13 @@ def conjugate_gradient(
         r = b - matvec(x)
         iterations = 1
     p, rr = r.clone(), r.dot(r)
-    steps = 0
+    steps, negative = 0, None
     while math.sqrt(float(rr)) > tol * b_norm and steps < max_iter:
         ap = matvec(p)
         steps += 1
         curvature = p.dot(ap)
         if curvature <= 0:
+            negative = float(curvature / p.dot(p))
             if steps == 1 and x0 is None:
                 x = b.clone()
                 rr = (b - matvec(x)).pow(2).sum()
@@ -233,7 +236,7 @@ def conjugate_gradient(
         p = r + (rr_new / rr) * p
         rr = rr_new
     residual = math.sqrt(float(rr)) / b_norm
-    return CGResult(x, iterations + steps, residual, residual <= tol)
+    return CGResult(x, iterations + steps, residual, residual <= tol, negative)
 
 
 class _PerSampleLoss(torch.nn.Module):
@@ -305,16 +308,44 @@ def score_function_gradient(
     return {k: g.detach() for k, g in zip(psi_var, grads, strict=True)}
 
 
+def _levenberg_solve(
+    hvp: Callable[[torch.Tensor], torch.Tensor],
+    g: torch.Tensor,
+    damping: float,
+    warm_start: torch.Tensor | None,
+    tol: float,
+    max_iter: int,
+) -> tuple[CGResult, int, float]:
+    """(H + λI)⁻¹ g by CG, raising λ when CG meets negative curvature (AutoSimulate §4.2: the
+    Levenberg term exists because "the Hessian might have negative eigenvalues").
+
+    A direction p with Rayleigh quotient κ = pᵀ(H + λI)p / pᵀp ≤ 0 shows that λ is too small; the
+    solve restarts with λ − 2κ, which makes that quotient |κ| > 0. All solves share ``max_iter``
+    products. Returns the last solve, the products used and the final λ.
+    """
+    used = 0
+    while True:
+        solved = conjugate_gradient(
+            lambda u, lam=damping: hvp(u) + lam * u, g, warm_start, tol, max_iter - used
+        )
+        used += solved.iterations
+        if solved.negative_curvature is None or used >= max_iter:
+            return solved, used, damping
+        damping = max(damping - 2.0 * solved.negative_curvature, 2.0 * damping, 1e-8)
+        warm_start = None
+
+
 @dataclass(frozen=True)
 class Hypergradient:
     """∂L̃/∂ψ with its diagnostics: ‖∂L̃/∂ψ‖, CG products and final relative residual (0 and NaN
-    for the variants that solve nothing), and v (the warm start of the next solve; None for
-    ``"no_val"``)."""
+    for the variants that solve nothing), the damping λ finally used, and v (the warm start of the
+    next solve; None for ``"no_val"``)."""
 
     grad: Psi
     norm: float
     cg_iterations: int
     cg_residual: float
+    damping: float
     v: torch.Tensor | None
 
 
@@ -340,9 +371,9 @@ def hypergradient(
     theta: ThetaSelector = None,
     damping: float = 1e-2,
     cg_tol: float = 1e-3,
-    cg_max_iter: int = 20,
+    cg_max_iter: int = 10,
     warm_start: torch.Tensor | None = None,
-    hessian_samples: int | None = None,
+    hessian_samples: int | None = 128,
     val_samples: int | None = None,
     control_variate: bool = True,
     seed: int = 0,
@@ -357,10 +388,13 @@ def hypergradient(
         val_data: (x_val, y_val); g_val is the gradient of their mean per-sample loss.
         method: one of :data:`METHODS`.
         theta: which parameters θ to differentiate (see :func:`select_parameters`).
-        damping: λ ≥ 0 of (H + λI) (Levenberg, §4.2); ``"quadratic"`` only.
+        damping: λ ≥ 0 of (H + λI) (Levenberg, §4.2); ``"quadratic"`` only. Raised automatically
+            when CG meets negative curvature (see :func:`_levenberg_solve`).
         cg_tol, cg_max_iter, warm_start: the conjugate-gradient solve (``"quadratic"`` only);
             a ``warm_start`` of the wrong length is ignored.
-        hessian_samples: estimate H on this many training samples drawn at random (cost control).
+        hessian_samples: estimate H on this many training samples drawn at random (cost control:
+            an H-vector product on all of a CNN's M samples costs about one training epoch);
+            ``None`` uses all.
         val_samples: estimate g_val on this many validation samples drawn at random.
         control_variate: subtract the leave-one-out baseline from d_k.
         seed: seeds the subsamples.
@@ -408,10 +442,10 @@ def hypergradient(
                 else:
                     if warm_start is not None and warm_start.numel() != v.numel():
                         warm_start = None
-                    solved = conjugate_gradient(
-                        lambda u: hvp(u) + damping * u, v, warm_start, cg_tol, cg_max_iter
+                    solved, cg_iterations, damping = _levenberg_solve(
+                        hvp, v, damping, warm_start, cg_tol, cg_max_iter
                     )
-                    v, cg_iterations, cg_residual = solved.x, solved.iterations, solved.residual
+                    v, cg_residual = solved.x, solved.residual
             d = directional_derivatives(module, params, x, y, v)
     finally:
         module.train(was_training)
@@ -419,4 +453,4 @@ def hypergradient(
     weights = d - leave_one_out_baseline(d) if control_variate else d
     grad = score_function_gradient(simulator, batch.latents, psi, sign * weights)
     norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grad.values()))
-    return Hypergradient(grad, norm, cg_iterations, cg_residual, v)
+    return Hypergradient(grad, norm, cg_iterations, cg_residual, damping, v)

@@ -147,7 +147,7 @@ def test_refuses_black_box_simulator_fresh_model_and_sklearn(gmm2d):
     model = AccumulatedMainTaskModule.from_module(gmm2d.make_model())
     opaque = SimulatorObjective(_Opaque(), model, gmm2d.val, n_samples=40, epochs=1)
     with pytest.raises(TypeError, match="black-box simulator"):
-        sampler.check_objective(opaque)
+        sampler.prepare(opaque)
     study = _study(sampler)
     study.optimize(opaque, n_trials=1)
     assert study.trials[0].state == optuna.trial.TrialState.FAIL
@@ -155,7 +155,7 @@ def test_refuses_black_box_simulator_fresh_model_and_sklearn(gmm2d):
 
     fresh = gmm2d.objective(n_samples=40, epochs=1)
     with pytest.raises(ValueError, match="accumulate"):
-        sampler.check_objective(fresh)
+        sampler.prepare(fresh)
     study = _study(AutoSimulateSampler(seed=0))
     study.optimize(fresh, n_trials=1)
     assert "AccumulatedMainTaskModule" in study.trials[0].user_attrs["fail_reason"]
@@ -164,8 +164,12 @@ def test_refuses_black_box_simulator_fresh_model_and_sklearn(gmm2d):
 
     svm = SimulatorObjective(gmm2d.simulator, SVC(), gmm2d.val, n_samples=40)
     with pytest.raises(TypeError, match="LightningModule"):
-        sampler.check_objective(svm)
-    sampler.check_objective(_objective(gmm2d))  # the right set-up passes
+        sampler.prepare(svm)
+    sampler.prepare(_objective(gmm2d))  # the right set-up passes and sets the start point
+    study = _study(sampler)
+    study.optimize(_objective(gmm2d), n_trials=1)
+    start = gmm2d.simulator.space.to_params(gmm2d.simulator.init_psi())
+    assert study.trials[0].params == pytest.approx(start)
 
 
 def test_constructor_rejects_bad_options():

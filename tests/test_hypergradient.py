@@ -10,6 +10,7 @@ from torch.distributions import Categorical, Independent, Normal
 
 from samplers.hypergradient import (
     HessianVectorProduct,
+    _levenberg_solve,
     conjugate_gradient,
     directional_derivatives,
     hypergradient,
@@ -59,6 +60,17 @@ def test_cg_stops_on_negative_curvature():
     result = conjugate_gradient(lambda u: a @ u, b, tol=1e-8, max_iter=10)
     assert not result.converged
     torch.testing.assert_close(result.x, b)  # steepest-descent fallback (Nocedal & Wright 7.1)
+
+
+def test_levenberg_solve_raises_damping_on_negative_curvature():
+    a = torch.diag(torch.tensor([2.0, 1.0, -0.5], dtype=torch.float64))
+    g = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
+    solved, used, lam = _levenberg_solve(lambda u: a @ u, g, 0.01, None, 1e-10, 50)
+    assert lam > 0.5 and solved.converged and used <= 50
+    torch.testing.assert_close(solved.x, torch.linalg.solve(a + lam * torch.eye(3, dtype=torch.float64), g))
+    spd = torch.diag(torch.tensor([2.0, 1.0, 0.5], dtype=torch.float64))
+    _, _, unchanged = _levenberg_solve(lambda u: spd @ u, g, 0.01, None, 1e-10, 50)
+    assert unchanged == 0.01
 
 
 class _Mlp(torch.nn.Module):
@@ -241,7 +253,7 @@ def test_quadratic_hypergradient_matches_bilevel_gradient_of_ridge_regression():
     for r in range(8):
         batch = sim.simulate(psi, 10_000, seed=r)
         result = hypergradient(model, sim, psi, batch, (xv, yv), "quadratic", damping=0.0,
-                               cg_tol=1e-12, cg_max_iter=10)
+                               cg_tol=1e-12, cg_max_iter=10, hessian_samples=None)
         assert result.cg_residual < 1e-8 and result.cg_iterations <= 3
         estimates.append(torch.cat([result.grad["mu"], result.grad["log_sigma"]]).double())
     est = torch.stack(estimates)

@@ -1,0 +1,145 @@
+"""Reward against images generated: the four AutoSimulate variants beside REINFORCE and TPE (issue 5).
+
+Every sampler runs ``--trials`` trials per seed with the problem's M and ξ. AutoSimulate variants
+fine-tune one accumulated model (Alg. 1); TPE and REINFORCE train a fresh model per trial. So that
+the curves compare the *ψ* each method recommends and not how its model was trained, after every
+``--every`` trials the current recommendation — AutoSimulate: the ψ it will propose next; black-box
+samplers: the best trial so far — is scored by ``problem.score(ψ, seed)``: a fresh model trained
+on ``eval_n_samples`` samples for ``eval_epochs`` epochs, evaluated on the validation and test sets.
+
+Goal (AutoSimulate Table 2): the best AutoSimulate variant reaches 95 % of the best final mean
+validation reward of any sampler with ≤ 1/2.5 of the images the fastest black-box sampler needs
+(a sampler that never reaches the target needs "> budget").
+
+    .venv/bin/python benchmarks/autosimulate_reward.py --problem gmm2d --seeds 3 --trials 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import optuna
+
+from samplers.autosimulate import AutoSimulateSampler
+from samplers.hypergradient import METHODS
+from simsearch.problems import get
+
+BLACK_BOX = ("tpe", "reinforce")
+
+
+def _sampler(name: str, problem, seed: int):
+    start = problem.simulator.space.to_params(problem.simulator.init_psi())
+    if name in METHODS:
+        return AutoSimulateSampler(name, init=problem.simulator, seed=seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    from samplers.reinforce import ReinforceSampler
+
+    return ReinforceSampler(init=start, seed=seed)
+
+
+def _recommendation(name: str, study: optuna.Study, problem) -> dict[str, float]:
+    if name in METHODS:
+        return AutoSimulateSampler.current_params(study)
+    return study.best_trial.params
+
+
+def run_one(problem, name: str, seed: int, trials: int, every: int) -> list[dict]:
+    objective = problem.objective(accumulate=name in METHODS, seed=seed)
+    study = optuna.create_study(direction=objective.direction, sampler=_sampler(name, problem, seed),
+                                pruner=optuna.pruners.NopPruner())
+    curve: list[dict] = []
+    start = time.perf_counter()
+
+    def checkpoint(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        done = trial.number + 1
+        if done % every and done != trials:
+            return
+        search_s = time.perf_counter() - start
+        params = _recommendation(name, study, problem)
+        if params is None:
+            return
+        score = problem.score(problem.simulator.space.from_params(params), seed=seed)
+        images = sum(t.user_attrs.get("images", 0) for t in study.trials)
+        curve.append({"trials": done, "images": images, "search_s": search_s, **score})
+
+    study.optimize(objective, n_trials=trials, callbacks=[checkpoint])
+    return curve
+
+
+def _mean_curve(runs: list[list[dict]], key: str) -> tuple[list[int], np.ndarray]:
+    n = min(len(r) for r in runs)
+    images = [runs[0][i]["images"] for i in range(n)]
+    return images, np.array([[r[i][key] for i in range(n)] for r in runs])
+
+
+def _images_to(images: list[int], mean: np.ndarray, target: float) -> float:
+    hits = [im for im, v in zip(images, mean, strict=True) if v >= target]
+    return float(hits[0]) if hits else math.inf
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--problem", default="gmm2d")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--every", type=int, default=5)
+    parser.add_argument("--samplers", default=",".join((*METHODS, *BLACK_BOX)))
+    parser.add_argument("--out", default="out/autosimulate-reward")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    problem = get(args.problem)
+    names = args.samplers.split(",")
+    results: dict[str, list[list[dict]]] = {}
+    for name in names:
+        try:
+            results[name] = [run_one(problem, name, s, args.trials, args.every) for s in range(args.seeds)]
+        except ImportError as exc:
+            print(f"{name}: pending ({exc})")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.problem}.json").write_text(json.dumps(results, indent=1))
+
+    init = [problem.score(problem.simulator.init_psi(), seed=s) for s in range(args.seeds)]
+    print(f"problem {args.problem}: M={problem.n_samples}, ξ={problem.epochs}, {args.trials} trials, "
+          f"{args.seeds} seeds; scored with {problem.eval_n_samples} samples × {problem.eval_epochs} epochs")
+    print(f"start ψ (declared init): val {np.mean([r['val'] for r in init]):.3f}, "
+          f"test {np.mean([r['test'] for r in init]):.3f}")
+    curves = {name: _mean_curve(runs, "val") for name, runs in results.items()}
+    images = next(iter(curves.values()))[0]
+    print("\nmean validation reward (± sd over seeds) of the recommended ψ, by images generated:\n")
+    print("| sampler | " + " | ".join(str(i) for i in images) + " | final test | search s |")
+    print("|---|" + "---|" * (len(images) + 2))
+    for name, runs in results.items():
+        _, vals = curves[name]
+        _, tests = _mean_curve(runs, "test")
+        secs = np.mean([r[-1]["search_s"] for r in runs])
+        cells = [f"{m:.3f} ± {s:.3f}" for m, s in zip(vals.mean(0), vals.std(0, ddof=1), strict=True)]
+        print(f"| {name} | " + " | ".join(cells) + f" | {tests.mean(0)[-1]:.3f} | {secs:.0f} |")
+    best = max(vals.mean(0)[-1] for _, vals in curves.values())
+    target = 0.95 * best
+    need = {name: _images_to(im, vals.mean(0), target) for name, (im, vals) in curves.items()}
+    print(f"\nbest final mean val {best:.3f}; target 95 % = {target:.3f}; images to reach it: "
+          + ", ".join(f"{n} {v:g}" if math.isfinite(v) else f"{n} > {images[-1]}" for n, v in need.items()))
+    auto = min((need[n] for n in need if n in METHODS), default=math.inf)
+    black = min((need[n] for n in need if n in BLACK_BOX), default=math.inf)
+    if math.isinf(auto):
+        verdict = "NOT MET: no AutoSimulate variant reaches the target"
+    elif math.isinf(black):
+        verdict = ("MET" if 2.5 * auto <= images[-1] else "INCONCLUSIVE") + (
+            f": AutoSimulate {auto:g}; no black-box sampler reaches the target within {images[-1]}")
+    else:
+        verdict = ("MET" if auto <= black / 2.5 else "NOT MET") + (
+            f": {auto:g} vs {black:g} / 2.5 = {black / 2.5:g}")
+    print(f"goal (best AutoSimulate ≤ 1/2.5 of the black-box images): {verdict}")
+
+
+if __name__ == "__main__":
+    main()
