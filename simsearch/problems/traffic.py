@@ -149,7 +149,7 @@ class TrafficSimulator(Simulator):
         self._house_x = (left - self.sidewalk - b, left + self.road_width + self.sidewalk + 1)
         self._layouts = self._layout_maps()
         self._weather_palette = self._weather_palettes()
-        self._streaks = self._streak_maps()
+        self._offsets = self._offset_maps()
         n_len = len(LENGTHS)
         super().__init__(
             [
@@ -226,13 +226,11 @@ class TrafficSimulator(Simulator):
         region.copy_(torch.where(strip != _CLEAR, strip, region))
 
     def colour(self, material: torch.Tensor, latents) -> torch.Tensor:
-        """RGB ``(n, 3, H, W)``: one lookup in the weather palette (weather, row, material, streak)."""
-        n, s, _ = material.shape
-        streak = self._streaks[(latents["rain_phase"] * _RAIN_PERIOD).long().clamp(max=_RAIN_PERIOD - 1)]
-        entry = material.long() + len(PALETTE) * streak
-        row = latents["weather"].long().view(n, 1) * s + torch.arange(s)
-        entry += (row * 2 * len(PALETTE)).unsqueeze(-1)
-        return self._weather_palette[:, entry].transpose(0, 1)
+        """RGB ``(n, 3, H, W)``: one lookup in the weather palette at (weather, row, streak,
+        material); the first three come from a precomputed offset map per (weather, rain phase)."""
+        phase = (latents["rain_phase"] * _RAIN_PERIOD).long().clamp(max=_RAIN_PERIOD - 1)
+        offset = self._offsets[latents["weather"].long() * _RAIN_PERIOD + phase]
+        return self._weather_palette[:, offset + material].transpose(0, 1)
 
     def _layout_maps(self) -> torch.Tensor:
         """Material maps of the road, sidewalks and lane marks for every (length, intersection)."""
@@ -265,12 +263,17 @@ class TrafficSimulator(Simulator):
         colour = (colour * (1 - wet) + wet * _RAIN_GREY).clamp(0.0, 1.0)
         return colour.reshape(-1, 3).T.contiguous()
 
-    def _streak_maps(self) -> torch.Tensor:
-        """``(_RAIN_PERIOD, H, W)`` rain streak patterns, one per phase: dashed slanted lines."""
-        s = self.size
+    def _offset_maps(self) -> torch.Tensor:
+        """``(weathers · _RAIN_PERIOD, H, W)`` palette offsets of (weather, row, rain streak) for
+        every weather and rain phase; streaks are dashed slanted lines, drawn in any weather
+        (only the rain palette makes them visible)."""
+        s, m = self.size, len(PALETTE)
         phase = torch.arange(_RAIN_PERIOD).view(-1, 1, 1)
         row, col = torch.arange(s).view(1, s, 1), torch.arange(s).view(1, 1, s)
-        return (((col + row // 3 + phase) % _RAIN_PERIOD) == 0) & ((row // 4) % 3 != 0)
+        streak = (((col + row // 3 + phase) % _RAIN_PERIOD) == 0) & ((row // 4) % 3 != 0)
+        weather = torch.arange(len(WEATHERS)).view(-1, 1, 1, 1)
+        offsets = ((weather * s + row.unsqueeze(0)) * 2 + streak.unsqueeze(0).long()) * m
+        return offsets.reshape(-1, s, s)
 
 
 # -- main task models -------------------------------------------------------------------------
