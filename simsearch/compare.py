@@ -28,8 +28,10 @@ final evaluation's test score.
 **Resuming.** The settings are written to ``compare.json``; running again with the same settings
 resumes: studies that reached the budget are not redone (nor their final evaluation, stored as a
 study attribute), unfinished ones continue. A trial left RUNNING by a killed process, or ended by an
-exception that escaped the objective (Ctrl-C), does not count towards the budget. An output folder
-or storage that holds a comparison with different settings is refused.
+exception that escaped the objective (Ctrl-C), does not count towards the budget. Samplers may be
+added to (or left out of) a comparison: each (sampler, seed) study stands on its own, and the
+report covers the samplers of the latest call. An output folder or storage that holds a comparison
+with any other setting different is refused.
 
 >>> import tempfile
 >>> result = compare("gmm2d", ["random", "bayesopt"], seeds=1, trials=2, out=tempfile.mkdtemp(),
@@ -77,7 +79,11 @@ class Settings:
     epochs: int
     eval_n_samples: int
     eval_epochs: int
-    storage: str
+    storage: str | None  # None: the default SQLite file in the output folder (which may move)
+
+    def url(self, out: str | Path) -> str:
+        """The Optuna storage URL of this comparison in output folder ``out``."""
+        return self.storage or f"sqlite:///{Path(out) / 'studies.db'}"
 
     def study_name(self, sampler: str, seed: int) -> str:
         return f"compare-{self.problem}-{sampler}-seed{seed}"
@@ -139,10 +145,10 @@ def compare(
     out = Path(out)
     _check_settings_file(out, settings)
     out.mkdir(parents=True, exist_ok=True)
-    _open_storage(settings.storage)
+    _open_storage(settings.url(out))
     (out / SETTINGS_FILE).write_text(json.dumps(settings.to_json(), indent=2) + "\n")
     pairs = [(s, seed) for s in settings.samplers for seed in range(settings.seeds)]
-    bar = _Progress(settings, pairs, progress)
+    bar = _Progress(settings, settings.url(out), pairs, progress)
     try:
         if jobs == 1:
             for sampler, seed in pairs:
@@ -186,7 +192,7 @@ def _settings(problem, samplers, seeds, trials, budget_images, storage, out, job
     return Settings(
         problem=problem, samplers=samplers, seeds=seeds, trials=trials, budget_images=budget_images,
         n_samples=prob.n_samples, epochs=prob.epochs, eval_n_samples=prob.eval_n_samples,
-        eval_epochs=prob.eval_epochs, storage=storage or f"sqlite:///{Path(out) / 'studies.db'}",
+        eval_epochs=prob.eval_epochs, storage=storage,
     )
 
 
@@ -203,7 +209,7 @@ def _check_settings_file(out: Path, settings: Settings) -> None:
 
 def _refuse_if_different(stored: dict[str, Any], settings: Settings, where: str) -> None:
     mine = settings.to_json()
-    diff = {k: (stored.get(k), v) for k, v in mine.items() if stored.get(k) != v}
+    diff = {k: (stored.get(k), v) for k, v in mine.items() if k != "samplers" and stored.get(k) != v}
     if diff:
         lines = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in diff.items())
         raise ValueError(
@@ -252,7 +258,8 @@ def _run_study(
     if accumulate:
         options["checkpoint_path"] = ckpt
     objective = problem.objective(accumulate=accumulate, **options)
-    study = optuna.create_study(storage=settings.storage, study_name=name, sampler=sampler,
+    url = settings.url(out)
+    study = optuna.create_study(storage=url, study_name=name, sampler=sampler,
                                 pruner=optuna.pruners.NopPruner(), direction=objective.direction,
                                 load_if_exists=True)
     stored = study.user_attrs.get(_ATTR)
@@ -261,7 +268,7 @@ def _run_study(
         study.set_user_attr("sampler", sampler_name)
         study.set_user_attr("seed", seed)
     else:
-        _refuse_if_different(stored, settings, f"study {name!r} in {settings.storage}")
+        _refuse_if_different(stored, settings, f"study {name!r} in {url}")
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # left by a killed run
 
@@ -317,8 +324,8 @@ def _worker_init(jobs: int) -> None:
 class _Progress:
     """One bar over samplers × seeds × budget (trials or images)."""
 
-    def __init__(self, settings: Settings, pairs, enabled: bool) -> None:
-        self.settings, self.pairs = settings, pairs
+    def __init__(self, settings: Settings, url: str, pairs, enabled: bool) -> None:
+        self.settings, self.url, self.pairs = settings, url, pairs
         self.bar = None
         if enabled:
             from tqdm.auto import tqdm
@@ -333,7 +340,7 @@ class _Progress:
         for sampler, seed in self.pairs:
             try:
                 study = optuna.load_study(study_name=self.settings.study_name(sampler, seed),
-                                          storage=self.settings.storage)
+                                          storage=self.url)
             except KeyError:
                 continue
             total += min(self.settings.budget(), _used(study.get_trials(deepcopy=False), self.settings))
@@ -371,7 +378,7 @@ def load_result(out: str | Path) -> CompareResult:
         for seed in range(settings.seeds):
             try:
                 study = optuna.load_study(study_name=settings.study_name(sampler, seed),
-                                          storage=settings.storage)
+                                          storage=settings.url(out))
             except KeyError:
                 continue
             summary, records = _summarise(study, sampler, seed, settings)
