@@ -58,7 +58,9 @@ _DIGIT_SETTINGS: dict[str, Any] = {
     "scales": {"rotation": 30.0, "shift": 0.15},
 }
 #: Per-problem defaults for :class:`MetaSimConfig` fields (mutable and input attributes, scales).
-PROBLEM_SETTINGS: dict[str, dict[str, Any]] = {"digits": _DIGIT_SETTINGS, "digits-rot": _DIGIT_SETTINGS}
+PROBLEM_SETTINGS: dict[str, dict[str, Any]] = {
+    name: _DIGIT_SETTINGS for name in ("digits", "digits-rot", "digits-rot-textures")
+}
 
 
 @dataclass
