@@ -105,6 +105,10 @@ class SimulatorObjective:
             loaded from at start-up, so a study resumes in a new process.
         metric: for scikit-learn estimators, ``f(y_true, y_pred) -> float``.
         raise_on_failure: re-raise a failed phase's exception instead of failing only the trial.
+        companion: an ``AccumulatedMainTaskModule`` also fine-tuned for ξ epochs on every trial's
+            data, alongside the model whose reward is the trial's value; its validation reward is
+            recorded as user attr ``accumulated_val_reward`` (LTS §4.3 "accumulated main task
+            model", Fig. 5a: the reward drives the search, the AMTM is only observed).
     """
 
     def __init__(
@@ -123,6 +127,7 @@ class SimulatorObjective:
         checkpoint_path: str | Path | None = None,
         metric: Callable[[np.ndarray, np.ndarray], float] | None = None,
         raise_on_failure: bool = False,
+        companion: Any = None,
     ) -> None:
         if not isinstance(simulator, BaseSimulator):
             raise TypeError(
@@ -138,6 +143,10 @@ class SimulatorObjective:
         self.trainer_options = dict(trainer_options or {})
         self.metric, self.raise_on_failure = metric, raise_on_failure
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        if companion is not None and not _is_accumulated(companion):
+            raise TypeError(
+                f"companion must be an AccumulatedMainTaskModule, got {type(companion).__name__}")
+        self.companion = companion
         self.is_sklearn = _is_sklearn(model)
         self.accumulated = _is_accumulated(model)
         if self.accumulated and self.checkpoint_path and self.checkpoint_path.exists():
@@ -161,11 +170,15 @@ class SimulatorObjective:
         """Run the simulate → train → evaluate (→ hook) phases for a given ψ."""
         seed = trial_seed(self.seed, trial.number)
         saved = copy.deepcopy(self.model.state_dict()) if self.accumulated else None
+        saved_companion = None if self.companion is None else copy.deepcopy(
+            self.companion.state_dict())
         try:
             value = self._run(trial, psi, seed)
         except PhaseError as exc:
             if saved is not None:
                 self.model.load_state_dict(saved)
+            if saved_companion is not None:
+                self.companion.load_state_dict(saved_companion)
             trial.set_user_attr("fail_phase", exc.phase)
             trial.set_user_attr("fail_reason", str(exc))
             _logger.warning("Trial %d failed in phase %s: %s", trial.number, exc.phase, exc)
@@ -190,6 +203,9 @@ class SimulatorObjective:
             value = self._fit_sklearn(trial, module, batch)
         else:
             value = self._fit_lightning(trial, module, batch, seed)
+        if self.companion is not None:
+            reward = _phase("train", self._fine_tune_companion, batch, seed)
+            trial.set_user_attr("accumulated_val_reward", reward)
         hook = getattr(trial.study.sampler, "observe_training", None)
         if callable(hook):
             start = time.perf_counter()
@@ -268,6 +284,17 @@ class SimulatorObjective:
                 "evaluate", FloatingPointError(f"validation {self.monitor} is {pruning.last_value}")
             )
         return pruning.last_value
+
+    def _fine_tune_companion(self, batch: SimulatedBatch, seed: int) -> float:
+        from lightning_modules import TensorBatches, quiet_trainer
+
+        trainer = quiet_trainer(self.epochs, limit_val_batches=0, **self.trainer_options)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            trainer.fit(self.companion, train_dataloaders=TensorBatches(
+                batch.x, batch.y, self.batch_size, True, seed))
+        self.companion.trials_seen += 1
+        return float(self.companion.evaluate(*self.val_data))
 
     def _fit_sklearn(self, trial: optuna.Trial, estimator: Any, batch: SimulatedBatch) -> float:
         x = batch.x.reshape(len(batch), -1).cpu().numpy()

@@ -97,7 +97,8 @@ def test_update_follows_the_analytic_gradient_of_expected_reward(learn_sigma, in
     many generations it must match the closed form (ω barely moves: lr is tiny). The σ part is
     checked at ω = c, where it is the whole gradient."""
     k, lr, generations = 8, 1e-4, 100
-    sampler = ReinforceSampler(search_space=SPACE, init=dict(zip(SPACE, init)), sigma=0.05,
+    sampler = ReinforceSampler(search_space=SPACE, init=dict(zip(SPACE, init, strict=True)),
+                               sigma=0.05,
                                learn_sigma=learn_sigma, optimizer="sgd", learning_rate=lr,
                                population_size=k, seed=1)
     study = optuna.create_study(direction="maximize", sampler=sampler)
@@ -344,3 +345,30 @@ def test_registered_for_the_cli():
     from simsearch.sampler_registry import make_sampler
 
     assert isinstance(make_sampler("reinforce", seed=0), ReinforceSampler)
+
+
+def test_objective_fine_tunes_an_accumulated_companion_model():
+    """LTS Fig. 5a: the from-scratch model's reward drives the policy, an accumulated model
+    fine-tuned on every trial's data is only observed (user attr ``accumulated_val_reward``)."""
+    import torch
+
+    from lightning_modules import AccumulatedMainTaskModule
+    from simsearch import SimulatorObjective
+    from simsearch.problems import get
+
+    problem = get("gmm2d")
+    torch.manual_seed(0)
+    companion = AccumulatedMainTaskModule.from_module(problem.make_model())
+    before = [p.detach().clone() for p in companion.parameters()]
+    objective = SimulatorObjective(problem.simulator, problem.make_model, problem.val,
+                                   n_samples=100, epochs=1, companion=companion)
+    study = optuna.create_study(direction="maximize",
+                                sampler=ReinforceSampler.for_simulator(problem.simulator, seed=0))
+    study.optimize(objective, n_trials=3)
+    rewards = [t.user_attrs["accumulated_val_reward"] for t in study.trials]
+    assert companion.trials_seen == 3 and all(0.0 <= r <= 1.0 for r in rewards)
+    assert rewards[-1] == pytest.approx(companion.evaluate(*problem.val))
+    assert any(not torch.equal(a, b) for a, b in zip(before, companion.parameters(), strict=True))
+    with pytest.raises(TypeError, match="companion must be an AccumulatedMainTaskModule"):
+        SimulatorObjective(problem.simulator, problem.make_model, problem.val,
+                           companion=problem.make_model())
