@@ -221,8 +221,9 @@ def _write_report(result: dict[str, Any], out: Path) -> None:
         f"# Meta-Sim on `{result['problem']}`",
         "",
         f"Seeds: {sorted({r['seed'] for r in result['runs']})}; mean ± std over seeds. Time: seconds of "
-        "Meta-Sim training (pre-training included); Images: scenes simulated; Renders: images "
-        "rendered including the finite-difference perturbations; MMD²: unbiased, 1,000 simulated vs "
+        "Meta-Sim training (pre-training included; default ψ row: scoring its data); Images: scenes "
+        "simulated; Renders: images rendered including the finite-difference perturbations; MMD²: "
+        "unbiased, 1,000 simulated vs "
         "the real validation inputs; Val / Test: a fresh model trained on the simulator's data.",
         "",
         "| Method | Time (s) | Images | Renders | MMD² | Val | Test |",
