@@ -22,7 +22,7 @@ import pytest
 
 POSTGRES_URL = os.environ.get("SIMSEARCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("SIMSEARCH_TEST_REDIS", "redis://127.0.0.1:6379/0")
-STORAGES = ("journal", "postgresql", "redis")
+STORAGES = ("journal", "postgres", "redis")
 
 
 def _reachable(name: str, url: str, default_port: int) -> None:
