@@ -230,7 +230,9 @@ class TrafficSimulator(Simulator):
         material); the first three come from a precomputed offset map per (weather, rain phase)."""
         phase = (latents["rain_phase"] * _RAIN_PERIOD).long().clamp(max=_RAIN_PERIOD - 1)
         offset = self._offsets[latents["weather"].long() * _RAIN_PERIOD + phase]
-        return self._weather_palette[:, offset + material].transpose(0, 1)
+        n, s, _ = material.shape
+        rgb = self._weather_palette.index_select(0, (offset + material).view(-1))  # int32 index
+        return rgb.view(n, s, s, 3).permute(0, 3, 1, 2).contiguous()
 
     def _layout_maps(self) -> torch.Tensor:
         """Material maps of the road, sidewalks and lane marks for every (length, intersection)."""
@@ -250,7 +252,7 @@ class TrafficSimulator(Simulator):
         return torch.where(lane, LANE, material).to(torch.uint8)
 
     def _weather_palettes(self) -> torch.Tensor:
-        """``(3, weathers · H · 2 · materials)``: the colour of each material in each weather and
+        """``(weathers · H · 2 · materials, 3)``: the colour of each material in each weather and
         image row (fog grows with distance), without and with a rain streak over it."""
         s = self.size
         light, contrast, fog, rain = (_WEATHER_EFFECTS[:, i].view(-1, 1, 1, 1, 1) for i in range(4))
@@ -261,7 +263,7 @@ class TrafficSimulator(Simulator):
         colour = colour * (1 - haze) + haze * _FOG_GREY
         wet = rain * torch.tensor([0.0, 1.0]).view(1, 1, 2, 1, 1)
         colour = (colour * (1 - wet) + wet * _RAIN_GREY).clamp(0.0, 1.0)
-        return colour.reshape(-1, 3).T.contiguous()
+        return colour.reshape(-1, 3).contiguous()
 
     def _offset_maps(self) -> torch.Tensor:
         """``(weathers · _RAIN_PERIOD, H, W)`` palette offsets of (weather, row, rain streak) for
@@ -273,7 +275,7 @@ class TrafficSimulator(Simulator):
         streak = (((col + row // 3 + phase) % _RAIN_PERIOD) == 0) & ((row // 4) % 3 != 0)
         weather = torch.arange(len(WEATHERS)).view(-1, 1, 1, 1)
         offsets = ((weather * s + row.unsqueeze(0)) * 2 + streak.unsqueeze(0).long()) * m
-        return offsets.reshape(-1, s, s)
+        return offsets.reshape(-1, s, s).to(torch.int32)
 
 
 # -- main task models -------------------------------------------------------------------------
