@@ -80,7 +80,7 @@ __all__ = ["PolicySnapshot", "ReinforceSampler"]
 _KEY = "reinforce:state"
 _SIGMA_RANGE = (1e-3, 1.0)  # σ (unit-box units) is kept inside this range when it is learned
 _ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
-OPTIMIZERS = ("adam", "sgd")
+_OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,8 @@ def _fingerprint(search_space: Mapping[str, BaseDistribution]) -> str:
 class ReinforceSampler(optuna.samplers.BaseSampler):
     """REINFORCE with a Gaussian policy over the float parameters (LTS Algorithm 1).
 
+    The learned ψ is the policy mean: ``sampler.policy(study).params``.
+
     Args:
         population_size: K, trials per policy iteration (generation), ≥ 1.
         sigma: the policy's standard deviation in unit-box units (default √0.05, LTS §2.3).
@@ -173,8 +175,8 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
             raise ValueError(f"sigma must lie in {list(_SIGMA_RANGE)} (unit-box units), got {sigma!r}")
         if not learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        if optimizer not in _OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {optimizer!r}")
         if not 0 <= baseline_decay < 1:
             raise ValueError(f"baseline_decay must lie in [0, 1), got {baseline_decay!r}")
         self._k, self._sigma, self._learn_sigma = population_size, float(sigma), learn_sigma
@@ -256,8 +258,8 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
                 record["generation"] = chain.generation + 1
                 record["policy"] = policy.to_json()
                 record["from_trials"] = numbers
-        policy_json = record.get("policy") or chain.policy_json
-        record["policy_id"] = _policy_id(policy_json)
+        record["policy_id"] = _policy_id(record["policy"]) if "policy" in record else (
+            chain.policy_id)
         draw = policy.mean + np.exp(policy.log_sigma) * self._rng.standard_normal(len(policy.mean))
         record["draw"] = draw.tolist()
         study._storage.set_trial_system_attr(trial._trial_id, _KEY, record)

@@ -361,12 +361,12 @@ def test_objective_fine_tunes_an_accumulated_companion_model():
     companion = AccumulatedMainTaskModule.from_module(problem.make_model())
     before = [p.detach().clone() for p in companion.parameters()]
     objective = SimulatorObjective(problem.simulator, problem.make_model, problem.val,
-                                   n_samples=100, epochs=1, companion=companion)
+                                   n_samples=50, epochs=1, companion=companion)
     study = optuna.create_study(direction="maximize",
                                 sampler=ReinforceSampler.for_simulator(problem.simulator, seed=0))
-    study.optimize(objective, n_trials=3)
+    study.optimize(objective, n_trials=2)
     rewards = [t.user_attrs["accumulated_val_reward"] for t in study.trials]
-    assert companion.trials_seen == 3 and all(0.0 <= r <= 1.0 for r in rewards)
+    assert companion.trials_seen == 2 and all(0.0 <= r <= 1.0 for r in rewards)
     assert rewards[-1] == pytest.approx(companion.evaluate(*problem.val))
     assert any(not torch.equal(a, b) for a, b in zip(before, companion.parameters(), strict=True))
     with pytest.raises(TypeError, match="companion must be an AccumulatedMainTaskModule"):
