@@ -258,7 +258,8 @@ def _curves(runs: list[dict[str, Any]], path: Path) -> None:
             ax.fill_between(np.arange(len(mean)), mean - std, mean + std, color=f"C{i}", alpha=0.2)
         ax.set_xlabel("iteration")
         ax.set_title(label, fontsize=10)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
