@@ -95,6 +95,8 @@ class PruningCallback(pl.Callback):
 
     def _report(self, trainer: pl.Trainer, value: float) -> None:
         self.last_value = value
+        if len(self.trial.study.directions) > 1:  # Optuna prunes single-objective studies only
+            return
         step = self.step_offset + trainer.current_epoch
         if math.isfinite(value):
             self.trial.report(value, step)

@@ -1,5 +1,10 @@
 import optuna
 import pytest
+import torch
+
+# One intra-op thread: the suite runs on 2 cores, where torch's default of one thread per core makes
+# the small models of these tests slower, not faster, whenever anything else is running.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

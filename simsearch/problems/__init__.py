@@ -22,6 +22,7 @@ _REGISTRY: dict[str, str | Callable[[], Problem]] = {
     "traffic-seg": "simsearch.problems.traffic:make_seg_problem",
     "digits": "simsearch.problems.digits:make_problem",
     "digits-rot": "simsearch.problems.digits:make_rotated_problem",
+    "digits-rot-textures": "simsearch.problems.digit_textures:make_problem",
 }
 
 
