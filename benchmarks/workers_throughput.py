@@ -1,0 +1,86 @@
+"""Trials per minute with 1, 2 and 4 ``simsearch worker`` processes on one study (issue 7).
+
+Each configuration is a fresh study on a Journal file or a fresh PostgreSQL database, run by W
+worker processes (``python -m simsearch worker``) to a budget of ``--trials`` trials of a cheap
+problem (gmm2d, M = 100, ξ = 1, random sampler). Throughput is counted from the first trial's
+start to the last trial's end as recorded in the storage, so interpreter start-up is left out.
+All configurations run in one invocation, so their ratios are comparable.
+
+    .venv/bin/python benchmarks/workers_throughput.py [--trials 32] [--postgres URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+
+from simsearch.workers import budget_state, open_storage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(url: str, workers: int, trials: int) -> tuple[float, float]:
+    """(trials per minute, seconds) of ``workers`` processes finishing ``trials`` trials."""
+    cmd = [sys.executable, "-m", "simsearch", "worker", "--storage", url, "--study", "bench",
+           "--problem", "gmm2d", "--sampler", "random", "--trials", str(trials),
+           "--n-samples", "100", "--epochs", "1", "--heartbeat", "5"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL) for _ in range(workers)]
+    for p in procs:
+        if p.wait() != 0:
+            raise RuntimeError(f"a worker failed with exit code {p.returncode}")
+    study = optuna.load_study(storage=open_storage(url), study_name="bench")
+    assert budget_state(study, trials).done
+    done = [t for t in study.trials if t.datetime_complete is not None]
+    start = min(t.datetime_start for t in done)
+    seconds = (max(t.datetime_complete for t in done) - start).total_seconds()
+    return 60.0 * trials / seconds, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=32)
+    parser.add_argument("--postgres", default=os.environ.get(
+        "SIMSEARCH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"))
+    args = parser.parse_args()
+    import psycopg2
+
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
+          f"{args.trials} trials per configuration")
+    print("| storage | workers | seconds | trials / min | speed-up vs 1 worker |")
+    print("|---|---|---|---|---|")
+    admin = psycopg2.connect(args.postgres.replace("+psycopg2", ""), connect_timeout=3)
+    admin.autocommit = True
+    with tempfile.TemporaryDirectory() as tmp:
+        for storage in ("journal", "postgres"):
+            base = None
+            for workers in (1, 2, 4):
+                name = f"simsearch_bench_{uuid.uuid4().hex[:8]}"
+                if storage == "journal":
+                    url = f"journal:{Path(tmp) / (name + '.log')}"
+                else:
+                    with admin.cursor() as cur:
+                        cur.execute(f'CREATE DATABASE "{name}"')
+                    url = args.postgres.rsplit("/", 1)[0] + "/" + name
+                try:
+                    rate, seconds = run(url, workers, args.trials)
+                finally:
+                    if storage == "postgres":
+                        with admin.cursor() as cur:
+                            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                base = base or rate
+                print(f"| {storage} | {workers} | {seconds:.1f} | {rate:.1f} | {rate / base:.2f} |",
+                      flush=True)
+    admin.close()
+
+
+if __name__ == "__main__":
+    main()
