@@ -207,9 +207,11 @@ def _check_settings_file(out: Path, settings: Settings) -> None:
         _refuse_if_different(json.loads(path.read_text()), settings, f"the output folder {out}")
 
 
-def _refuse_if_different(stored: dict[str, Any], settings: Settings, where: str) -> None:
+def _refuse_if_different(
+    stored: dict[str, Any], settings: Settings, where: str, ignore: tuple[str, ...] = ("samplers",)
+) -> None:
     mine = settings.to_json()
-    diff = {k: (stored.get(k), v) for k, v in mine.items() if k != "samplers" and stored.get(k) != v}
+    diff = {k: (stored.get(k), v) for k, v in mine.items() if k not in ignore and stored.get(k) != v}
     if diff:
         lines = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in diff.items())
         raise ValueError(
@@ -268,7 +270,8 @@ def _run_study(
         study.set_user_attr("sampler", sampler_name)
         study.set_user_attr("seed", seed)
     else:
-        _refuse_if_different(stored, settings, f"study {name!r} in {url}")
+        _refuse_if_different(stored, settings, f"study {name!r} in {url}",
+                             ignore=("samplers", "storage"))  # a study is where it is
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # left by a killed run
 
