@@ -60,6 +60,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,9 +119,20 @@ def open_storage(
     if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None and (
             importlib.util.find_spec("psycopg2") is not None):
         url = "postgresql+psycopg2://" + url[len("postgresql://"):]  # SQLAlchemy 2.1 wants psycopg 3
-    return RDBStorage(url, heartbeat_interval=heartbeat_interval,
-                      grace_period=grace_period or 5 * heartbeat_interval,
-                      heartbeat_stale_trial_callback=_record_heartbeat_stale)
+    import sqlalchemy.exc
+
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, heartbeat_interval=heartbeat_interval,
+                                  grace_period=grace_period or 5 * heartbeat_interval,
+                                  heartbeat_stale_trial_callback=_record_heartbeat_stale)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == 4:  # workers starting together on an empty database race to create
+                raise  # Optuna's tables; the losers retry once the schema exists
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -184,7 +196,9 @@ def fail_stale_trials(study: optuna.Study, grace_period: float) -> list[int]:
     storage = study._storage
     if is_heartbeat_enabled(storage):
         before = _stale_numbers(study)
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         return sorted(_stale_numbers(study) - before)
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

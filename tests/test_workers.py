@@ -7,6 +7,7 @@ a fresh PostgreSQL database and a Redis prefix (see ``conftest_storages.py``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import signal
@@ -287,6 +288,8 @@ def test_open_storage_urls_and_errors(tmp_path, postgres_url):  # noqa: F811
     from optuna.storages import JournalStorage, RDBStorage
 
     assert isinstance(open_storage(f"journal:{tmp_path / 'a.log'}"), JournalStorage)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:  # workers racing to create the schema
+        assert all(isinstance(s, RDBStorage) for s in pool.map(open_storage, [postgres_url] * 4))
     rdb = open_storage(postgres_url, heartbeat_interval=3)
     assert isinstance(rdb, RDBStorage) and rdb.get_heartbeat_interval() == 3
     assert rdb.grace_period == 15
