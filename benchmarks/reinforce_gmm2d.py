@@ -54,7 +54,8 @@ def main() -> None:
             sigma=args.sigma, learn_sigma=not args.fixed_sigma, seed=seed)
         objective = SimulatorObjective(problem.simulator, problem.models["svm"](), problem.val,
                                        n_samples=problem.n_samples, seed=seed)
-        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study = optuna.create_study(direction="maximize", sampler=sampler,
+                                    pruner=optuna.pruners.NopPruner())
         start = time.perf_counter()
         study.optimize(objective, n_trials=args.trials)
         seconds = time.perf_counter() - start

@@ -59,7 +59,8 @@ def main() -> None:
         sampler = ReinforceSampler.for_simulator(problem.simulator, init=psi,
                                                  population_size=args.population,
                                                  learning_rate=args.lr, seed=args.seed)
-        study = optuna.create_study(direction=objective.direction, sampler=sampler)
+        study = optuna.create_study(direction=objective.direction, sampler=sampler,
+                                    pruner=optuna.pruners.NopPruner())  # every trial trains ξ epochs
         start = time.perf_counter()
         study.optimize(objective, n_trials=args.population * args.generations)
         by_generation: dict[int, list[float]] = {}
