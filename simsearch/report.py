@@ -116,7 +116,7 @@ def _write_markdown(result: CompareResult, path: Path, pngs: list[Path]) -> Path
         lines += ["Reference points (no search; trained and scored like the final evaluation):", "",
                   format_table(result.references, ["val", "test"]), ""]
     lines += [f"![{p.stem}]({p.name})" for p in pngs]
-    lines += ["", f"Storage: `{s.storage}`; every trial: `trials.csv`, `results.json`."]
+    lines += ["", f"Storage: `{s.url(result.out)}`; every trial: `trials.csv`, `results.json`."]
     path.write_text("\n".join(lines) + "\n")
     return path
 
