@@ -11,7 +11,8 @@ so a comparison can report Time and Images as AutoSimulate's Tables 2–3 do.
 
 A failure in any phase (simulate, train, evaluate, hypergradient) fails the trial, not the study:
 the trial ends FAIL with ``fail_phase`` and ``fail_reason`` user attributes, and an accumulated
-model is restored to its state before the trial. Pass ``raise_on_failure=True`` to stop instead.
+model is restored to its state before the trial (as it is after a pruned trial). Pass
+``raise_on_failure=True`` to stop instead.
 
 >>> import optuna
 >>> from simsearch.problems import get
@@ -172,13 +173,20 @@ class SimulatorObjective:
         saved = copy.deepcopy(self.model.state_dict()) if self.accumulated else None
         saved_companion = None if self.companion is None else copy.deepcopy(
             self.companion.state_dict())
-        try:
-            value = self._run(trial, psi, seed)
-        except PhaseError as exc:
+
+        def restore() -> None:
             if saved is not None:
                 self.model.load_state_dict(saved)
             if saved_companion is not None:
                 self.companion.load_state_dict(saved_companion)
+
+        try:
+            value = self._run(trial, psi, seed)
+        except optuna.TrialPruned:
+            restore()  # a pruned trial's data are not kept in the accumulated model either
+            raise
+        except PhaseError as exc:
+            restore()
             trial.set_user_attr("fail_phase", exc.phase)
             trial.set_user_attr("fail_reason", str(exc))
             _logger.warning("Trial %d failed in phase %s: %s", trial.number, exc.phase, exc)

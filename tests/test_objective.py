@@ -67,6 +67,23 @@ class RecordingSampler(optuna.samplers.RandomSampler):
         self.contexts.append(context)
 
 
+def test_pruned_trial_leaves_the_accumulated_model_untouched(gmm2d, tmp_path):
+    class PruneSecondTrial(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return trial.number == 1
+
+    objective = small_objective(gmm2d, accumulate=True, checkpoint_path=tmp_path / "m.pt")
+    study = optuna.create_study(direction="maximize", pruner=PruneSecondTrial(),
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=1)
+    after_first = [p.detach().clone() for p in objective.model.parameters()]
+    study.optimize(objective, n_trials=1)
+    assert study.trials[1].state == optuna.trial.TrialState.PRUNED
+    assert objective.model.trials_seen == 1
+    for a, b in zip(after_first, objective.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_observe_training_hook_receives_context(gmm2d):
     sampler = RecordingSampler()
     study = run(small_objective(gmm2d), n_trials=2, sampler=sampler)
