@@ -52,3 +52,10 @@ def test_unknown_sampler_lists_known():
 
     with pytest.raises(ValueError, match="unknown sampler 'sgd'; known samplers: random, tpe"):
         make_sampler("sgd")
+
+
+def test_problem_objective_with_the_svm_model(gmm2d):
+    objective = gmm2d.objective(model="svm", n_samples=200, seed=0)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=2)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)

@@ -73,11 +73,15 @@ class Problem:
         options.setdefault("epochs", self.epochs)
         options.setdefault("batch_size", self.batch_size)
         factory = self.model_factory(model)
-        if accumulate:
+        with torch.random.fork_rng(devices=[]):
+            probe = factory()
+        if not isinstance(probe, torch.nn.Module):  # a scikit-learn estimator: cloned per trial
+            factory = probe
+        elif accumulate:
             from lightning_modules import AccumulatedMainTaskModule
 
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(trial_seed(options.get("seed", 0), -1 % 2**31))
+                torch.manual_seed(trial_seed(options.get("seed", 0), 2**31 - 1))
                 factory = AccumulatedMainTaskModule.from_module(factory())
         return SimulatorObjective(self.simulator, factory, self.val, **options)
 
