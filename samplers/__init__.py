@@ -4,7 +4,4 @@ from samplers.autosimulate import AutoSimulateSampler
 from samplers.bayesopt import BayesOptSampler
 from samplers.reinforce import ReinforceSampler
 
-__all__: list[str] = []
-__all__ += ["BayesOptSampler"]
-__all__ += ["AutoSimulateSampler"]
-__all__ += ["ReinforceSampler"]
+__all__ = ["AutoSimulateSampler", "BayesOptSampler", "ReinforceSampler"]

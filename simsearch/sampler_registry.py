@@ -18,22 +18,23 @@ def _optuna(name: str) -> Callable[[int | None], optuna.samplers.BaseSampler]:
     return lambda seed: getattr(optuna.samplers, name)(seed=seed)
 
 
+def _simsearch(module: str, name: str, *args: str) -> Callable[[int | None], optuna.samplers.BaseSampler]:
+    """A factory importing ``samplers.<module>`` only when called."""
+    return lambda seed: getattr(importlib.import_module(f"samplers.{module}"), name)(*args, seed=seed)
+
+
 #: Known sampler names and their factories ``(seed) -> sampler``.
 SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
     "random": _optuna("RandomSampler"),
     "tpe": _optuna("TPESampler"),
     "gp": _optuna("GPSampler"),
     "cmaes": _optuna("CmaEsSampler"),
-    "bayesopt": lambda seed: importlib.import_module("samplers.bayesopt").BayesOptSampler(seed=seed),
-    "reinforce": lambda seed: importlib.import_module("samplers.reinforce").ReinforceSampler(seed=seed),
-    "autosimulate": lambda seed: importlib.import_module("samplers.autosimulate").AutoSimulateSampler(
-        "quadratic", seed=seed),
-    "autosimulate-approx": lambda seed: importlib.import_module(
-        "samplers.autosimulate").AutoSimulateSampler("approx_quadratic", seed=seed),
-    "autosimulate-linear": lambda seed: importlib.import_module(
-        "samplers.autosimulate").AutoSimulateSampler("linear", seed=seed),
-    "autosimulate-noval": lambda seed: importlib.import_module(
-        "samplers.autosimulate").AutoSimulateSampler("no_val", seed=seed),
+    "bayesopt": _simsearch("bayesopt", "BayesOptSampler"),
+    "reinforce": _simsearch("reinforce", "ReinforceSampler"),
+    "autosimulate": _simsearch("autosimulate", "AutoSimulateSampler", "quadratic"),
+    "autosimulate-approx": _simsearch("autosimulate", "AutoSimulateSampler", "approx_quadratic"),
+    "autosimulate-linear": _simsearch("autosimulate", "AutoSimulateSampler", "linear"),
+    "autosimulate-noval": _simsearch("autosimulate", "AutoSimulateSampler", "no_val"),
 }
 
 
