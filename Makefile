@@ -24,8 +24,11 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(BIN)/pip install -e ".[dev]"
 	@touch $@
 
+# One torch thread per process: the main task models are small, and on a 2-core machine a second
+# intra-op thread competes with Optuna and the simulator more than it helps.
 demo: $(VENV)/.installed
-	$(BIN)/simsearch run --problem gmm2d --sampler tpe --trials 30 --seed 0 --out $(OUT)
+	OMP_NUM_THREADS=1 $(BIN)/simsearch compare --problem gmm2d \
+	  --samplers random,tpe,bayesopt,reinforce,autosimulate --seeds 2 --trials 8 --out $(OUT)
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
