@@ -214,6 +214,12 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
             raise ValueError(f"init must be 'default', 'centre' or a ψ mapping, got {init!r}")
         return cls(search_space=space.search_space(), init=params, **options)
 
+    def prepare(self, objective: Any) -> None:
+        """Start at ``objective``'s simulator's declared ψ unless ``init`` was given (a harness
+        building samplers by name calls this before optimising)."""
+        if not self._init:
+            self._init = objective.simulator.space.to_params(objective.simulator.init_psi())
+
     # -- Optuna's sampler interface -------------------------------------------------------------
     def reseed_rng(self) -> None:
         self._rng.seed()

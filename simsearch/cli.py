@@ -39,20 +39,25 @@ def run_study(
     study_name: str | None = None,
     show_progress: bool = True,
 ) -> optuna.Study:
-    """Run (or resume) one study until it has ``trials`` finished trials."""
+    """Run (or resume) one study until it has ``trials`` finished trials.
+
+    Samplers that fine-tune one model across trials (AutoSimulate) get an accumulated model,
+    checkpointed beside the storage so that a resumed run continues from it."""
     if trials < 1:
         raise ValueError(f"--trials must be >= 1, got {trials}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     problem = problems.get(problem_name)
     sampler = make_sampler(sampler_name, seed)
-    objective = problem.objective(seed=seed)
+    study_name = study_name or f"{problem_name}-{sampler_name}-seed{seed}"
+    objective = problem.objective_for(sampler, seed, checkpoint_path=out / f"{study_name}.pt")
     storage = storage or f"sqlite:///{out / 'study.db'}"
     study = optuna.create_study(
         storage=storage,
-        study_name=study_name or f"{problem_name}-{sampler_name}-seed{seed}",
+        study_name=study_name,
         direction=objective.direction,
         sampler=sampler,
+        pruner=optuna.pruners.NopPruner(),  # every trial trains its ξ epochs, as in the papers
         load_if_exists=True,
     )
     study.set_user_attr("problem", problem_name)
@@ -174,15 +179,14 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     problem = problems.get(args.problem)
     sampler = make_sampler(args.sampler, args.sampler_seed)
-    options = {"seed": args.seed, "n_samples": args.n_samples, "epochs": args.epochs,
-               "checkpoint_path": args.checkpoint}
-    accumulate = bool(getattr(sampler, "needs_accumulated_model", False))
-    objective = problem.objective(accumulate=accumulate,
-                                  **{k: v for k, v in options.items() if v is not None})
+    options = {"n_samples": args.n_samples, "epochs": args.epochs}
+    objective = problem.objective_for(sampler, args.seed, checkpoint_path=args.checkpoint,
+                                      **{k: v for k, v in options.items() if v is not None})
     grace = args.grace or 5 * args.heartbeat
     storage = open_storage(args.storage, heartbeat_interval=args.heartbeat, grace_period=grace)
     study = optuna.create_study(storage=storage, study_name=args.study, sampler=sampler,
-                                direction=objective.direction, load_if_exists=True)
+                                pruner=optuna.pruners.NopPruner(), direction=objective.direction,
+                                load_if_exists=True)
     report = run_worker(study, objective, args.trials, heartbeat_interval=args.heartbeat,
                         grace_period=grace)
     state = budget_state(study, args.trials)

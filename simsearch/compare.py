@@ -256,10 +256,7 @@ def _run_study(
     accumulate = bool(getattr(sampler, "needs_accumulated_model", False))
     name = settings.study_name(sampler_name, seed)
     ckpt = Path(out) / "checkpoints" / f"{name}.pt"
-    options: dict[str, Any] = {"seed": seed}
-    if accumulate:
-        options["checkpoint_path"] = ckpt
-    objective = problem.objective(accumulate=accumulate, **options)
+    objective = problem.objective_for(sampler, seed, checkpoint_path=ckpt)
     url = settings.url(out)
     study = optuna.create_study(storage=url, study_name=name, sampler=sampler,
                                 pruner=optuna.pruners.NopPruner(), direction=objective.direction,

@@ -59,3 +59,17 @@ def test_problem_objective_with_the_svm_model(gmm2d):
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(objective, n_trials=2)
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def test_objective_for_a_sampler_accumulates_and_prepares(gmm2d, tmp_path):
+    from simsearch.sampler_registry import make_sampler
+
+    auto = make_sampler("autosimulate", seed=0)
+    objective = gmm2d.objective_for(auto, seed=0, checkpoint_path=tmp_path / "m.pt", n_samples=50)
+    assert objective.accumulated and objective.checkpoint_path == tmp_path / "m.pt"
+    fresh = gmm2d.objective_for(make_sampler("tpe", seed=0), seed=0)
+    assert not fresh.accumulated and fresh.checkpoint_path is None
+    reinforce = make_sampler("reinforce", seed=0)
+    assert not reinforce._init  # built by name: would start at the centre of the bounds
+    gmm2d.objective_for(reinforce, seed=0)
+    assert reinforce._init == gmm2d.simulator.space.to_params(gmm2d.simulator.init_psi())

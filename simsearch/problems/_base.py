@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -84,6 +85,21 @@ class Problem:
                 torch.manual_seed(trial_seed(options.get("seed", 0), 2**31 - 1))
                 factory = AccumulatedMainTaskModule.from_module(factory())
         return SimulatorObjective(self.simulator, factory, self.val, **options)
+
+    def objective_for(
+        self, sampler: Any, seed: int, checkpoint_path: str | Path | None = None, **options: Any
+    ) -> SimulatorObjective:
+        """The objective a study with ``sampler`` needs: accumulated (and checkpointed at
+        ``checkpoint_path``) when the sampler has ``needs_accumulated_model``; the sampler's
+        ``prepare(objective)``, if it has one, checks the set-up and adopts the declared ψ."""
+        accumulate = bool(getattr(sampler, "needs_accumulated_model", False))
+        if accumulate and checkpoint_path is not None:
+            options["checkpoint_path"] = checkpoint_path
+        objective = self.objective(accumulate=accumulate, seed=seed, **options)
+        prepare = getattr(sampler, "prepare", None)
+        if callable(prepare):
+            prepare(objective)
+        return objective
 
     def psi_source(self, psi: Psi) -> DataSource:
         """The data source that simulates from ψ."""
