@@ -133,14 +133,17 @@ class MainTaskModule(pl.LightningModule):
         Optimisation is manual so that a whole epoch can arrive as one list (see
         ``TensorBatches(chunk=True)``): Lightning's per-step machinery then runs once per epoch,
         which on small simulator models costs more than the step itself. In full precision the
-        plain torch optimiser is stepped; otherwise Lightning's wrapper, which handles scaling.
+        loss is back-propagated and the torch optimiser stepped directly (Lightning's wrappers
+        only add hook calls there); otherwise through Lightning, which handles loss scaling.
         """
         minibatches = [batch] if isinstance(batch[0], torch.Tensor) else batch
-        optimizer = self.optimizers(use_pl_optimizer=self.trainer.precision != "32-true")
+        plain = self.trainer.precision == "32-true"
+        optimizer = self.optimizers(use_pl_optimizer=not plain)
+        backward = torch.Tensor.backward if plain else self.manual_backward
         for x, y in minibatches:
             loss = self.per_sample_loss(x, y).mean()
             optimizer.zero_grad()
-            self.manual_backward(loss)
+            backward(loss)
             optimizer.step()
             self._epoch_loss = self._epoch_loss + loss.detach().cpu()
         return loss
