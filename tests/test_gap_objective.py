@@ -4,19 +4,10 @@ import math
 
 import optuna
 import pytest
-import torch
 
 from simsearch import SimulatorObjective, trial_seed
 from simsearch.gap_objective import DistributionGapObjective
 from simsearch.mmd import distribution_gap
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _objective(problem):

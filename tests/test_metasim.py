@@ -16,15 +16,6 @@ from lightning_modules.distribution_transformer import (
 from simsearch import Parameter, Simulator
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Toy(Simulator):
     """Label y, a discrete type c, a 2-D continuous offset u and a continuous gain r.
 
