@@ -12,7 +12,7 @@ from lightning_modules.main_task import (
     MainTaskModule,
 )
 from lightning_modules.pruning import PruningCallback
-from lightning_modules.trainer import TensorBatches, quiet_trainer
+from lightning_modules.trainer import TensorBatches, fit_tensors, quiet_trainer
 
 __all__ = [
     "LOSSES",
@@ -23,6 +23,7 @@ __all__ = [
     "MetaSimTrainer",
     "PruningCallback",
     "TensorBatches",
+    "fit_tensors",
     "TransformedSimulator",
     "quiet_trainer",
 ]

@@ -445,12 +445,8 @@ class MetaSimTrainer:
         return self.history
 
     def _train_and_score(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> float:
-        from lightning_modules.trainer import TensorBatches, quiet_trainer
+        from lightning_modules.trainer import fit_tensors
 
-        trainer = quiet_trainer(self.task_epochs, limit_val_batches=0)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            batches = TensorBatches(x, y, self.task_batch_size, shuffle=True, seed=seed)
-            trainer.fit(self.task_module, train_dataloaders=batches)
+        fit_tensors(self.task_module, x, y, self.task_epochs, self.task_batch_size, seed)
         score = self.task_module.evaluate(*self.val)
         return score if getattr(self.task_module, "direction", "maximize") == "maximize" else -score

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 import pytorch_lightning as pl
 import torch
 
-__all__ = ["TensorBatches", "quiet_trainer"]
+__all__ = ["TensorBatches", "fit_tensors", "quiet_trainer"]
 
 _BANNER_LOGGERS = (
     "pytorch_lightning.utilities.rank_zero",
@@ -118,3 +118,27 @@ class TensorBatches:
             for i in range(0, n, self.batch_size):
                 yield self.x[i : i + self.batch_size], self.y[i : i + self.batch_size]
 
+
+
+def fit_tensors(
+    module: pl.LightningModule,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    **trainer_options,
+) -> pl.LightningModule:
+    """Train ``module`` on (x, y) for ``epochs`` with a quiet trainer and no validation loop.
+
+    Shuffling and any randomness in training depend on ``seed`` only; the global RNG is left as
+    it was. Returns ``module``.
+    """
+    from lightning_modules.main_task import MainTaskModule
+
+    chunk = isinstance(module, MainTaskModule)
+    trainer = quiet_trainer(epochs, **{"limit_val_batches": 0, **trainer_options})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        trainer.fit(module, train_dataloaders=TensorBatches(x, y, batch_size, True, seed, chunk=chunk))
+    return module

@@ -294,13 +294,10 @@ class SimulatorObjective:
         return pruning.last_value
 
     def _fine_tune_companion(self, batch: SimulatedBatch, seed: int) -> float:
-        from lightning_modules import TensorBatches, quiet_trainer
+        from lightning_modules import fit_tensors
 
-        trainer = quiet_trainer(self.epochs, limit_val_batches=0, **self.trainer_options)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            trainer.fit(self.companion, train_dataloaders=TensorBatches(
-                batch.x, batch.y, self.batch_size, True, seed))
+        fit_tensors(self.companion, batch.x, batch.y, self.epochs, self.batch_size, seed,
+                    **self.trainer_options)
         self.companion.trials_seen += 1
         return float(self.companion.evaluate(*self.val_data))
 

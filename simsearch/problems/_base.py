@@ -152,12 +152,9 @@ def _fit_and_score(estimator, x, y, val, test, epochs, batch_size, seed) -> dict
             split: float(estimator.score(xs.reshape(len(xs), -1).numpy(), ys.numpy()))
             for split, (xs, ys) in (("val", val), ("test", test))
         }
-    from lightning_modules import TensorBatches, quiet_trainer
+    from lightning_modules import fit_tensors
 
-    trainer = quiet_trainer(epochs, limit_val_batches=0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        trainer.fit(estimator, train_dataloaders=TensorBatches(x, y, batch_size, True, seed))
+    fit_tensors(estimator, x, y, epochs, batch_size, seed)
     return {"val": estimator.evaluate(*val), "test": estimator.evaluate(*test)}
 
 
