@@ -28,7 +28,10 @@ final evaluation's test score.
 **Resuming.** The settings are written to ``compare.json``; running again with the same settings
 resumes: studies that reached the budget are not redone (nor their final evaluation, stored as a
 study attribute), unfinished ones continue. A trial left RUNNING by a killed process, or ended by an
-exception that escaped the objective (Ctrl-C), does not count towards the budget. Samplers may be
+exception that escaped the objective (Ctrl-C), does not count towards the budget: a study's run
+starts by failing its RUNNING trials, so each (sampler, seed) study belongs to one ``compare``
+process at a time — run two comparisons on one storage only with different output settings, and
+share one study between processes with ``simsearch worker`` instead. Samplers may be
 added to (or left out of) a comparison: each (sampler, seed) study stands on its own, and the
 report covers the samplers of the latest call. An output folder or storage that holds a comparison
 with any other setting different is refused.
