@@ -64,6 +64,7 @@ from simsearch.mmd import FeatureMap, default_features, mmd2
 from simsearch.objective import trial_seed
 from simsearch.parameters import Psi
 from simsearch.simulator import Simulator
+from simsearch.validation import check_positive_int
 
 __all__ = [
     "TRANSFORMED",
@@ -236,9 +237,8 @@ class DistributionTransformer(torch.nn.Module):
 
         Returns the loss of every step.
         """
-        for name, value in (("steps", steps), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        check_positive_int("steps", steps)
+        check_positive_int("batch_size", batch_size)
         optimiser = torch.optim.Adam(self.parameters(), lr=lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
         losses = []

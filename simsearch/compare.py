@@ -62,6 +62,7 @@ from optuna.trial import FrozenTrial, TrialState
 from simsearch import problems
 from simsearch.problems import mean_std
 from simsearch.sampler_registry import SAMPLERS, make_sampler
+from simsearch.validation import check_positive_int
 
 __all__ = ["CompareResult", "Settings", "compare", "load_result"]
 
@@ -183,25 +184,20 @@ def _settings(problem, samplers, seeds, trials, budget_images, storage, out, job
             raise ValueError(f"unknown sampler {name!r}; known samplers: {', '.join(SAMPLERS)} "
                              "or module:Class")
         make_sampler(name, 0)  # imports module:Class names and checks they construct
-    _check_count("seeds", seeds)
-    _check_count("jobs", jobs)
+    check_positive_int("seeds", seeds)
+    check_positive_int("jobs", jobs)
     if (trials is None) == (budget_images is None):
         raise ValueError("give exactly one budget: trials (--trials T) or images (--budget-images B), "
                          f"got trials={trials!r}, budget_images={budget_images!r}")
     if trials is not None:
-        _check_count("trials", trials)
+        check_positive_int("trials", trials)
     else:
-        _check_count("budget_images", budget_images)
+        check_positive_int("budget_images", budget_images)
     return Settings(
         problem=problem, samplers=samplers, seeds=seeds, trials=trials, budget_images=budget_images,
         n_samples=prob.n_samples, epochs=prob.epochs, eval_n_samples=prob.eval_n_samples,
         eval_epochs=prob.eval_epochs, storage=storage,
     )
-
-
-def _check_count(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
 def _check_settings_file(out: Path, settings: Settings) -> None:

@@ -31,6 +31,8 @@ machine for a given seed, and keep the spatial layout (what a rotation or a tran
 Pass ``features=`` to use any other map (e.g. a pretrained network of your own).
 
 >>> import torch
+
+from simsearch.validation import check_positive_int
 >>> g = torch.Generator().manual_seed(0)
 >>> x = torch.randn(300, 2, generator=g)
 >>> float(mmd2(x, x, bandwidth=1.0, unbiased=False))
@@ -47,6 +49,8 @@ import math
 from collections.abc import Callable
 
 import torch
+
+from simsearch.validation import check_positive_int
 
 __all__ = [
     "FeatureMap",
@@ -153,9 +157,8 @@ class RandomConvFeatures(torch.nn.Module):
 
     def __init__(self, in_channels: int = 1, width: int = 16, seed: int = 0) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        check_positive_int("in_channels", in_channels)
+        check_positive_int("width", width)
         bound = 1.0 / math.sqrt(in_channels * 9)
         g = torch.Generator().manual_seed(int(seed))
         weight = (torch.rand(width, in_channels, 3, 3, generator=g) * 2 - 1) * bound

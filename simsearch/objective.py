@@ -44,6 +44,7 @@ import torch
 
 from simsearch.parameters import Psi
 from simsearch.simulator import BaseSimulator, SimulatedBatch
+from simsearch.validation import check_positive_int
 
 __all__ = ["PhaseError", "SimulatorObjective", "TrainingContext", "trial_seed"]
 
@@ -134,9 +135,9 @@ class SimulatorObjective:
             raise TypeError(
                 f"simulator must be a simsearch simulator, got {type(simulator).__name__}"
             )
-        _check_positive_int("n_samples (M)", n_samples)
-        _check_positive_int("epochs (ξ)", epochs)
-        _check_positive_int("batch_size", batch_size)
+        check_positive_int("n_samples (M)", n_samples)
+        check_positive_int("epochs (ξ)", epochs)
+        check_positive_int("batch_size", batch_size)
         self.simulator, self.model = simulator, model
         self.val_data = _as_val_data(val_data)
         self.n_samples, self.epochs, self.batch_size = n_samples, epochs, batch_size
@@ -341,11 +342,6 @@ def _phase(name: str, fn: Callable, *args: Any) -> Any:
         raise
     except Exception as exc:
         raise PhaseError(name, exc) from exc
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
 def _as_val_data(val_data: Any) -> tuple[torch.Tensor, torch.Tensor]:
