@@ -83,3 +83,40 @@ def test_pruning_callback_reports_direct_evaluation_and_prunes():
     with pytest.raises(optuna.TrialPruned, match="pruned at step 0"):
         callback.check_pruned()
     assert callback.seconds > 0
+
+
+def test_quiet_trainer_reads_callback_entry_points_once_and_calls_factories_per_trainer(monkeypatch):
+    import importlib.metadata
+
+    import lightning_fabric.utilities.registry as registry
+    import pytorch_lightning as pl
+
+    import lightning_modules.trainer as trainer_module
+
+    made, lookups = [], []
+
+    class FakeEntryPoint:
+        name = "fake"
+
+        def load(self):
+            def factory():
+                made.append(pl.Callback())
+                return [made[-1]]
+
+            return factory
+
+    def fake_entry_points(group):
+        lookups.append(group)
+        return [FakeEntryPoint()] if group == "pytorch_lightning.callbacks_factory" else []
+
+    original = registry.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points", fake_entry_points)
+    trainer_module._entry_points_once.cache_clear()
+    try:
+        first, second = quiet_trainer(1), quiet_trainer(1)
+    finally:
+        trainer_module._entry_points_once.cache_clear()
+    assert lookups == ["pytorch_lightning.callbacks_factory"]  # read once ...
+    assert len(made) == 2 and made[0] is not made[1]  # ... but fresh callbacks per trainer
+    assert made[0] in first.callbacks and made[1] in second.callbacks
+    assert registry.entry_points is original  # Lightning's own lookup is left as it was
