@@ -22,24 +22,38 @@ exact score-function gradient of E_{x~π_ω}[R(clip(x))], so clipping does not b
 (the objective is R composed with the projection, which is flat outside the box). After each step ω
 is projected back onto the box, so the learned ψ is always a valid point.
 
-**State in storage.** Each trial the policy proposes carries one system attribute,
-``reinforce:state``, holding the search-space fingerprint, its generation, the id of the policy it
-was drawn from and its draw x. The trial that creates a policy (generation 0, or an update) also
-stores the full policy (ω, log σ, baseline, optimiser state) and the trial numbers it was computed
-from. Any process rebuilds the current policy from storage alone (as Optuna's ``CmaEsSampler``
-does), so several processes, ``n_jobs > 1`` and restarts share one chain of policies:
+**Generations and state in storage.** Generation g is a fixed set of trials: the K trials numbered
+gK, …, gK + K − 1 (trial numbers are assigned atomically by the storage, so every process agrees on
+the rule without coordination; a chain records K in its trials and refuses a sampler with another K).
+Each trial the policy proposes carries one system attribute, ``reinforce:state``: the search-space
+fingerprint, K, its generation g, the generation of the policy it was drawn from, that policy's id
+and its draw x. A process that computes a policy no trial has stored yet also stores it (ω, log σ,
+baseline, optimiser state) with the trial numbers its update used. Any process rebuilds every policy
+from storage alone (as Optuna's ``CmaEsSampler`` does), so processes, ``n_jobs > 1`` and restarts
+share one chain:
 
-* generation g's update uses the K lowest-numbered COMPLETE trials drawn from the canonical
-  policy of g whose parameters are exactly what their draw proposes (an enqueued or fixed trial is
-  left out). FAIL, PRUNED and RUNNING trials never enter an update. The update waits while an
-  unfinished trial that may still join those K (drawn from g, or not sampled yet) has a lower
-  number, so every worker picks the same K whatever order trials finish in; a trial left RUNNING
-  by a crashed worker is passed over once 2K later trials of its generation have completed;
-* the update is a deterministic float64 function of that policy and those K trials, so two workers
-  that both perform it write the same policy; should they ever disagree (a completion racing a
-  read), the policy stored by the lowest-numbered trial is canonical and trials drawn from the other
-  are never used in an update;
-* trials drawn beyond the first K of a generation are evaluated but do not enter its update.
+* **the update of generation g** uses its members that are COMPLETE, were drawn from the policy of
+  g, and whose parameters are exactly their draw. FAIL and PRUNED members (a simulator exception, a
+  NaN loss, a worker's surplus trial, a member failed as stale after its worker died) and enqueued or
+  fixed ones count as finished but do not enter it: the gradient is the mean over the K' ≤ K usable
+  members, and with K' = 0 the policy is carried over unchanged. A failed trial has no reward, so it
+  is left out rather than scored;
+* **waiting.** A member of generation g ≥ 1 is drawn from the policy after update g − 1, which needs
+  every member of generation g − 1 finished. While one is RUNNING in another process (or not yet
+  sampled), ``sample_relative`` waits, polling the storage every ``poll_interval`` seconds. While it
+  waits it fails stale trials by :func:`simsearch.workers.fail_stale_trials` with ``wait_timeout`` as
+  the grace period (a member whose worker was killed: its process is gone on this host, it sent no
+  heartbeat for that long from another host, or Optuna's heartbeat on RDB storages), so one crash
+  cannot hang the study. It never waits on a trial that the same thread started with this sampler
+  (it may be an abandoned ``ask``), so a single process optimising sequentially never waits, while
+  ``n_jobs`` threads wait for each other. If the generation is still unfinished after
+  ``wait_timeout`` seconds, or a blocking member is its own, the trial is drawn from the newest
+  policy it can compute, with a warning when it timed out; such an off-policy member stays out of
+  its generation's update;
+* **exactly one update per generation**: the update is a deterministic float64 function of the
+  previous policy and its finished members, so every process that computes it gets the same policy
+  and the same id; the lowest-numbered stored copy is canonical, and every process reads the same
+  final ω (:meth:`ReinforceSampler.policy`).
 
 Integer, categorical, conditional and dynamic parameters are not modelled: they are sampled by the
 ``independent_sampler`` (default ``RandomSampler``) with one warning. ``sample_relative`` still
@@ -54,14 +68,17 @@ categoricals to one-hot coordinates). Multi-objective studies are refused.
 >>> study.optimize(lambda t: -(t.suggest_float("x", -2.0, 2.0) - 1.0) ** 2, n_trials=80)
 >>> snapshot = sampler.policy(study)
 >>> snapshot.generation, snapshot.params["x"] > 0  # moved from -1.5 toward the optimum at 1
-(19, True)
+(20, True)
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+import threading
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -77,6 +94,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["PolicySnapshot", "ReinforceSampler"]
 
+_logger = logging.getLogger(__name__)
 _KEY = "reinforce:state"
 _SIGMA_RANGE = (1e-3, 1.0)  # σ (unit-box units) is kept inside this range when it is learned
 _ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
@@ -152,6 +170,10 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
             completed trial (so the first trial is sampled independently).
         independent_sampler: samples what the policy does not model (default ``RandomSampler``).
         seed: seeds the policy's draws and the default independent sampler.
+        wait_timeout: the longest a trial waits for the previous generation to finish (seconds),
+            and the grace period of the stale check it runs meanwhile (see the module's rule):
+            longer than the slowest trial of a worker without heartbeat.
+        poll_interval: seconds between looks at the storage while waiting.
     """
 
     def __init__(
@@ -167,6 +189,8 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         search_space: Mapping[str, BaseDistribution] | None = None,
         independent_sampler: optuna.samplers.BaseSampler | None = None,
         seed: int | None = None,
+        wait_timeout: float = 600.0,
+        poll_interval: float = 1.0,
     ) -> None:
         if isinstance(population_size, bool) or not isinstance(population_size, int) or (
                 population_size < 1):
@@ -179,6 +203,11 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
             raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {optimizer!r}")
         if not 0 <= baseline_decay < 1:
             raise ValueError(f"baseline_decay must lie in [0, 1), got {baseline_decay!r}")
+        if not wait_timeout > 0 or not poll_interval > 0:
+            raise ValueError(f"wait_timeout and poll_interval must be > 0 seconds, got "
+                             f"{wait_timeout!r} and {poll_interval!r}")
+        self._wait_timeout, self._poll = float(wait_timeout), float(poll_interval)
+        self._mine: dict[tuple[int, int, int], int] = {}  # (storage, study, number) -> thread
         self._k, self._sigma, self._learn_sigma = population_size, float(sigma), learn_sigma
         self._lr, self._optimizer, self._decay = float(learning_rate), optimizer, baseline_decay
         self._init = dict(init or {})
@@ -248,28 +277,59 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
             return {}
         trans = _SearchSpaceTransform(search_space, transform_0_1=True)
         space = _fingerprint(search_space)
-        chain = _Chain(study._get_trials(deepcopy=False, use_cache=True), space)
-        record: dict[str, Any] = {"space": space}
-        if chain.policy_json is None:
-            policy = self._initial_policy(trans, search_space)
-            record["generation"] = 0
+        initial = self._initial_policy(trans, search_space)
+        generation = trial.number // self._k
+        trials = study._get_trials(deepcopy=False, use_cache=True)
+        waiting_since = None
+        while True:
+            replay = self._chain(trials, space).replay(
+                self._k, initial, self._step, trans, study.direction, generation)
+            if not replay.unfinished or any(self._mine.get(self._key(study, n)) == threading.get_ident()
+                                            for n in replay.unfinished):
+                break  # never wait on this thread's own trial: it may be an abandoned ``ask``
+            if waiting_since is None:
+                waiting_since = time.monotonic()
+                _logger.info("ReinforceSampler: trial %d (generation %d) waits for trials %s of "
+                             "generation %d to finish", trial.number, generation,
+                             replay.unfinished, replay.generation)
+            elif time.monotonic() - waiting_since > self._wait_timeout:
+                warnings.warn(
+                    f"ReinforceSampler: trial {trial.number} (generation {generation}) waited "
+                    f"{self._wait_timeout:g} s (wait_timeout) for trials {replay.unfinished} of "
+                    f"generation {replay.generation} to finish; it is drawn from generation "
+                    f"{replay.generation}'s policy instead and stays out of generation "
+                    f"{generation}'s update", UserWarning, stacklevel=2)
+                break
+            time.sleep(self._poll)
+            from simsearch.workers import fail_stale_trials  # lazily: most runs never wait
+
+            fail_stale_trials(study, self._wait_timeout)
+            trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
+        policy = replay.policy
+        record: dict[str, Any] = {"space": space, "k": self._k, "generation": generation,
+                                  "drawn_from": replay.generation,
+                                  "policy_id": _policy_id(policy.to_json())}
+        if not replay.stored:
             record["policy"] = policy.to_json()
-        else:
-            policy = _Policy.from_json(chain.policy_json)
-            record["generation"] = chain.generation
-            batch = chain.update_batch(self._k, trans, study.direction, trial.number)
-            if batch is not None:
-                numbers, draws, rewards = batch
-                policy = self._step(policy, draws, rewards)
-                record["generation"] = chain.generation + 1
-                record["policy"] = policy.to_json()
-                record["from_trials"] = numbers
-        record["policy_id"] = _policy_id(record["policy"]) if "policy" in record else (
-            chain.policy_id)
+            if replay.used is not None:
+                record["from_trials"] = replay.used
         draw = policy.mean + np.exp(policy.log_sigma) * self._rng.standard_normal(len(policy.mean))
         record["draw"] = draw.tolist()
         study._storage.set_trial_system_attr(trial._trial_id, _KEY, record)
+        self._mine[self._key(study, trial.number)] = threading.get_ident()
         return _untransform(trans, draw)
+
+    def _chain(self, trials: Sequence[FrozenTrial], space: str) -> _Chain:
+        chain = _Chain(trials, space)
+        if chain.k not in (None, self._k):
+            raise ValueError(
+                f"this study's REINFORCE chain uses population_size K = {chain.k} (stored in its "
+                f"trials); this sampler has K = {self._k}")
+        return chain
+
+    @staticmethod
+    def _key(study: optuna.Study, number: int) -> tuple[int, int, int]:
+        return id(study._storage), study._study_id, number
 
     def sample_independent(
         self,
@@ -292,6 +352,7 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         return self._independent.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._mine[self._key(study, trial.number)] = threading.get_ident()
         self._independent.before_trial(study, trial)
 
     def after_trial(
@@ -305,17 +366,22 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
 
     # -- the learned policy --------------------------------------------------------------------
     def policy(self, study: optuna.Study) -> PolicySnapshot | None:
-        """The latest policy in ``study``'s storage over this sampler's search space (the fixed
-        one, else the float parameters of every completed trial); None before any draw."""
+        """The newest policy of ``study``'s chain over this sampler's search space (the fixed
+        one, else the float parameters of every completed trial): the one after the last update
+        whose generations have all finished, replayed from storage with this sampler's settings
+        where no trial stored it yet; None before any draw. It never waits."""
         space = self._float_space(study)
         if not space:
             return None
         chain = _Chain(study._get_trials(deepcopy=False), _fingerprint(space))
-        if chain.policy_json is None:
+        if chain.k is None:
             return None
-        policy = _Policy.from_json(chain.policy_json)
-        params = _untransform(_SearchSpaceTransform(space, transform_0_1=True), policy.mean)
-        return PolicySnapshot(chain.generation, params, np.exp(policy.log_sigma), policy.baseline)
+        trans = _SearchSpaceTransform(space, transform_0_1=True)
+        replay = chain.replay(chain.k, self._initial_policy(trans, space), self._step, trans,
+                              study.direction, None)
+        params = _untransform(trans, replay.policy.mean)
+        return PolicySnapshot(replay.generation, params, np.exp(replay.policy.log_sigma),
+                              replay.policy.baseline)
 
     # -- policy construction and update ------------------------------------------------------
     def _initial_mean(
@@ -376,58 +442,69 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
                        moments)
 
 
+@dataclass(frozen=True)
+class _Replay:
+    """The policy of ``generation`` (``stored``: read from a trial, else computed here), the trial
+    numbers its last update used if computed here (else None), and, if the replay stopped short of
+    the generation asked for, the unfinished members of ``generation`` that blocked it."""
+
+    generation: int
+    policy: _Policy
+    stored: bool
+    used: list[int] | None
+    unfinished: list[int]
+
+
 class _Chain:
-    """The policies and draws of one search space, read from a study's trials."""
+    """The policy chain of one search space, read from a study's trials (see the module's rule)."""
 
     def __init__(self, trials: Sequence[FrozenTrial], space: str) -> None:
-        self.trials, self.records = trials, {}
-        for t in trials:
-            r = t.system_attrs.get(_KEY)
-            if r is not None and r["space"] == space:
-                self.records[t.number] = r
-        leaders = [(r["generation"], -n, r) for n, r in self.records.items() if "policy" in r]
-        if not leaders:
-            self.generation, self.policy_json, self.policy_id = -1, None, None
-            return
-        # the latest generation; among its leaders, the lowest-numbered trial is canonical
-        self.generation, _, record = max(leaders, key=lambda item: item[:2])
-        self.policy_json, self.policy_id = record["policy"], record["policy_id"]
+        self.by_number = {t.number: t for t in trials}
+        self.records: dict[int, dict[str, Any]] = {}
+        self.stored: dict[int, dict[str, Any]] = {}  # generation -> lowest-numbered stored policy
+        for number in sorted(self.by_number):
+            r = self.by_number[number].system_attrs.get(_KEY)
+            if r is not None and r.get("space") == space and "drawn_from" in r:
+                self.records[number] = r
+                if "policy" in r:
+                    self.stored.setdefault(r["drawn_from"], r["policy"])
+        ks = {r["k"] for r in self.records.values()}
+        if len(ks) > 1:
+            raise ValueError(f"the study's REINFORCE chain mixes population sizes {sorted(ks)}")
+        self.k = ks.pop() if ks else None
 
-    def update_batch(
-        self, k: int, trans: _SearchSpaceTransform, direction: StudyDirection, current: int
-    ) -> tuple[list[int], np.ndarray, np.ndarray] | None:
-        """(trial numbers, draws, rewards) of the K lowest-numbered COMPLETE trials drawn from the
-        latest policy, or None while an unfinished trial that may still join it (drawn from it,
-        or not sampled yet) precedes them — unless 2K later trials of it have completed since
-        (a trial left RUNNING by a crashed worker is passed over)."""
-        candidates = []
-        for t in self.trials:
-            r = self.records.get(t.number)
-            if r is not None and r["generation"] == self.generation and (
-                    r["policy_id"] == self.policy_id):
-                candidates.append((t, r))
-            elif r is None and not t.state.is_finished() and t.number != current:
-                candidates.append((t, None))
-        candidates.sort(key=lambda item: item[0].number)
-        completed_after, later = [], 0
-        for t, r in reversed(candidates):
-            completed_after.append(later)
-            later += r is not None and t.state == TrialState.COMPLETE
-        chosen = []
-        for (t, r), after in zip(candidates, reversed(completed_after), strict=True):
-            if not t.state.is_finished():
-                if after < 2 * k:
-                    return None
-            elif t.state == TrialState.COMPLETE and r is not None and _proposed(t, r["draw"], trans):
-                chosen.append((t, r))
-                if len(chosen) == k:
-                    break
-        if len(chosen) < k:
-            return None
+    def replay(
+        self, k: int, initial: _Policy, step: Any, trans: _SearchSpaceTransform,
+        direction: StudyDirection, upto: int | None,
+    ) -> _Replay:
+        """The policy of generation ``upto`` (None: the newest one whose earlier generations have
+        all finished), from the newest stored policy at or before it, applying ``step`` once per
+        finished generation; stops at the first generation with an unfinished member."""
+        start = max((g for g in self.stored if upto is None or g <= upto), default=None)
+        g, policy = (0, initial) if start is None else (start, _Policy.from_json(self.stored[start]))
+        stored, used = start is not None, None
         sign = 1.0 if direction == StudyDirection.MAXIMIZE else -1.0
-        return ([t.number for t, _ in chosen],
-                np.array([r["draw"] for _, r in chosen], dtype=np.float64),
-                np.array([sign * t.value for t, _ in chosen], dtype=np.float64))
+        while upto is None or g < upto:
+            members = range(g * k, (g + 1) * k)
+            unfinished = [n for n in members
+                          if n not in self.by_number or not self.by_number[n].state.is_finished()]
+            if unfinished:
+                return _Replay(g, policy, stored, used, unfinished)
+            policy_id = _policy_id(policy.to_json())
+            used = [n for n in members if self._usable(n, policy_id, trans)]
+            if used:
+                draws = np.array([self.records[n]["draw"] for n in used], dtype=np.float64)
+                rewards = np.array([sign * self.by_number[n].value for n in used], dtype=np.float64)
+                policy = step(policy, draws, rewards)
+            g, stored = g + 1, False
+        return _Replay(g, policy, stored, used, [])
+
+    def _usable(self, number: int, policy_id: str, trans: _SearchSpaceTransform) -> bool:
+        """Whether a finished member enters its generation's update: COMPLETE, drawn from the
+        generation's policy, parameters exactly its draw."""
+        trial, record = self.by_number[number], self.records.get(number)
+        return (trial.state == TrialState.COMPLETE and record is not None
+                and record["policy_id"] == policy_id and _proposed(trial, record["draw"], trans))
 
 
 def _proposed(trial: FrozenTrial, draw: Sequence[float], trans: _SearchSpaceTransform) -> bool:

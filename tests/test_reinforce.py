@@ -16,7 +16,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 from scipy.stats import norm
 
-from samplers.reinforce import _KEY, ReinforceSampler, _Policy
+from samplers.reinforce import _KEY, ReinforceSampler, _Policy, _policy_id
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 LOW, HIGH = -2.0, 2.0
@@ -31,56 +31,40 @@ def neg_sq_distance(trial: optuna.Trial) -> float:
 
 
 def audit_chain(study: optuna.Study, sampler: ReinforceSampler, k: int) -> dict[int, dict]:
-    """Check that every generation of the (single) policy chain in ``study`` was updated exactly
-    once, from K COMPLETE trials of the previous generation drawn from its policy (the K
-    lowest-numbered ones whose parameters were not fixed, passing over only trials that were
-    overtaken by 2K later ones), each trial used at most once, and that recomputing every update from
-    storage gives the stored policy. Returns ``{generation: {"policy": ..., "members": [...]}}``.
-    """
-    trials = study.get_trials(deepcopy=False)
-    records = [(t, t.system_attrs[_KEY]) for t in trials if _KEY in t.system_attrs]
-    chain: dict[int, dict] = {}
-    for _, r in records:
+    """Replay the (single) policy chain in ``study`` independently and check it against storage:
+    generation g is trials gK … gK + K − 1; the update of g uses exactly its COMPLETE members drawn
+    from g's policy whose parameters were not fixed; every stored copy of a generation's policy
+    equals the replay (so each generation was updated exactly once) and names the trials it used;
+    every record names its generation by its number. Replays as far as every generation has
+    finished. Returns ``{generation: {"policy", "policy_id", "members", "from"}}`` where members
+    are the trials drawn from that policy and ``from`` the trials its update used."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    records = {n: t.system_attrs[_KEY] for n, t in trials.items() if _KEY in t.system_attrs}
+    assert all(r["generation"] == n // k and r["k"] == k for n, r in records.items())
+    stored: dict[int, list[dict]] = {}
+    for r in records.values():
         if "policy" in r:
-            entry = chain.setdefault(r["generation"], {"policies": {}, "from": set()})
-            entry["policies"][r["policy_id"]] = r["policy"]
-            entry["from"].add(tuple(r.get("from_trials", ())))
-    assert sorted(chain) == list(range(len(chain))), f"generations not consecutive: {sorted(chain)}"
-    used: set[int] = set()
-    by_number = {t.number: (t, r) for t, r in records}
-    for g in sorted(chain):
-        entry = chain[g]
-        assert len(entry["policies"]) == 1, f"generation {g} has {len(entry['policies'])} policies"
-        ((pid, policy),) = entry["policies"].items()
-        entry["policy"], entry["policy_id"] = policy, pid
-        entry["members"] = [t.number for t, r in records
-                            if r["generation"] == g and r["policy_id"] == pid]
-        if g == 0:
-            assert entry["from"] == {()}
-            continue
-        assert len(entry["from"]) == 1, f"generation {g} was computed from different trial sets"
-        (numbers,) = entry["from"]
-        assert len(numbers) == k and len(set(numbers)) == k
-        assert not used & set(numbers), f"trials {used & set(numbers)} entered two updates"
-        used |= set(numbers)
-        prev = chain[g - 1]
-        for n in numbers:
-            t, r = by_number[n]
-            assert t.state == TrialState.COMPLETE, f"trial {n} in state {t.state} entered an update"
-            assert r["generation"] == g - 1 and r["policy_id"] == prev["policy_id"]
-        members = sorted(t.number for t, r in records
-                         if t.state == TrialState.COMPLETE and r["generation"] == g - 1
-                         and r["policy_id"] == prev["policy_id"]
-                         and "fixed_params" not in t.system_attrs)
-        for n in members[: members.index(numbers[-1])]:
-            # a lower-numbered trial is passed over only if it was still running after 2K later
-            # trials of its generation had completed
-            assert n in numbers or sum(m > n for m in members) >= 2 * k, f"trial {n} skipped"
-        draws = np.array([by_number[n][1]["draw"] for n in numbers])
-        sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
-        rewards = np.array([sign * by_number[n][0].value for n in numbers])
-        recomputed = sampler._step(_Policy.from_json(prev["policy"]), draws, rewards).to_json()
-        assert recomputed == policy, f"generation {g}: recomputing the update disagrees"
+            stored.setdefault(r["drawn_from"], []).append(r)
+    (first,) = {json.dumps(r["policy"]) for r in stored[0]}
+    policy, used = _Policy.from_json(json.loads(first)), ()
+    sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+    chain: dict[int, dict] = {}
+    for g in range(len(trials) // k + 1):
+        pid = _policy_id(policy.to_json())
+        for r in stored.get(g, []):
+            assert r["policy"] == policy.to_json() and r["policy_id"] == pid, f"generation {g}"
+            if g > 0:
+                assert tuple(r["from_trials"]) == used, f"generation {g}: {r['from_trials']} != {used}"
+        members = [n for n in range(g * k, (g + 1) * k)
+                   if n in records and records[n]["policy_id"] == pid]
+        chain[g] = {"policy": policy.to_json(), "policy_id": pid, "members": members, "from": used}
+        if not all(n in trials and trials[n].state.is_finished() for n in range(g * k, (g + 1) * k)):
+            break
+        used = tuple(n for n in members if trials[n].state == TrialState.COMPLETE
+                     and "fixed_params" not in trials[n].system_attrs)
+        if used:
+            policy = sampler._step(policy, np.array([records[n]["draw"] for n in used]),
+                                   np.array([sign * trials[n].value for n in used]))
     return chain
 
 
@@ -147,7 +131,7 @@ def test_learns_the_optimum_for_either_direction(direction):
     study = optuna.create_study(direction=direction, sampler=sampler)
     study.optimize(lambda t: sign * neg_sq_distance(t), n_trials=8 * 60)
     learned = sampler.policy(study)
-    assert learned.generation == 59  # the 60th update waits for the next trial
+    assert learned.generation == 60  # 60 generations finished: 60 updates
     assert np.allclose([learned.params["a"], learned.params["b"]], CENTRE, atol=0.2), learned
     assert np.all(learned.sigma < math.sqrt(0.05))  # σ shrinks near the optimum when learned
 
@@ -158,14 +142,17 @@ def test_n_jobs_threads_share_one_chain():
     study = optuna.create_study(direction="maximize", sampler=sampler)
     study.optimize(neg_sq_distance, n_trials=40, n_jobs=3)
     chain = audit_chain(study, sampler, 4)
-    assert len(chain) >= 8
-    assert sampler.policy(study).generation == len(chain) - 1
+    assert sorted(chain) == list(range(11))  # 10 finished generations: 10 updates
+    assert sampler.policy(study).generation == 10
+    # the threads waited for each other: every member was drawn from its generation's policy
+    assert all(len(chain[g]["members"]) == 4 for g in range(10))
 
 
 def test_fail_running_and_enqueued_trials_never_enter_an_update(tmp_path):
     """A crash leaves a RUNNING trial; a failed trial returns NaN; an enqueued trial's parameters
-    are not the policy's draw. A restarted process (a new sampler on the same storage) goes on
-    with the stored chain and none of them enters an update."""
+    are not the policy's draw. The crashing process never waits on its own RUNNING trial (it draws
+    off-policy); a restarted process (a new sampler on the same storage) waits for it, fails it as
+    stale after ``wait_timeout`` and goes on with the stored chain; none of them enters an update."""
     def storage():  # a new storage object per "process"
         return optuna.storages.JournalStorage(
             optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log")))
@@ -182,16 +169,22 @@ def test_fail_running_and_enqueued_trials_never_enter_an_update(tmp_path):
     study.optimize(neg_sq_distance, n_trials=1)
     before = ReinforceSampler(search_space=SPACE, seed=0).policy(study).generation
 
-    restarted = ReinforceSampler(search_space=SPACE, population_size=4, seed=6)
+    assert before == 1  # generation 1 (trials 4-7) is unfinished while trial 5 runs
+    assert study.trials[-1].system_attrs[_KEY]["drawn_from"] == 1  # off-policy, no wait
+
+    restarted = ReinforceSampler(search_space=SPACE, population_size=4, seed=6, wait_timeout=1.0,
+                                 poll_interval=0.05)
     study = optuna.load_study(study_name="s", storage=storage(), sampler=restarted)
     study.optimize(neg_sq_distance, n_trials=12)
     chain = audit_chain(study, restarted, 4)
     states = {t.number: t.state for t in study.trials}
-    assert states[crashed.number] == TrialState.RUNNING
-    assert sum(s == TrialState.FAIL for s in states.values()) == 2
+    assert states[crashed.number] == TrialState.FAIL
+    assert study.trials[crashed.number].user_attrs["fail_phase"] == "worker"  # failed as stale
+    assert sum(s == TrialState.FAIL for s in states.values()) == 3
     enqueued = next(t for t in study.trials if t.params.get("a") == partial["a"])
     assert _KEY in enqueued.system_attrs  # "b" came from the policy, "a" did not
-    used = {n for g in chain for n in next(iter(chain[g]["from"]))}
+    assert chain[2]["from"] == (4,) and chain[3]["from"] == (9, 10, 11)
+    used = {n for g in chain for n in chain[g]["from"]}
     excluded = {crashed.number, enqueued.number} | {
         n for n, s in states.items() if s == TrialState.FAIL}
     assert not used & excluded
@@ -215,7 +208,8 @@ def test_seeded_runs_reproduce_and_unseeded_workers_differ():
 def _journal_worker(path: str) -> dict:
     """One worker process: join the shared study and run trials until generation 8 exists."""
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
-    sampler = ReinforceSampler(search_space=SPACE, population_size=4, learning_rate=0.1)
+    sampler = ReinforceSampler(search_space=SPACE, population_size=4, learning_rate=0.1,
+                               poll_interval=0.02)
     study = optuna.load_study(study_name="shared", storage=storage, sampler=sampler)
     rng, mine = np.random.default_rng(), []
 
@@ -238,10 +232,12 @@ def test_three_processes_share_a_journal_file(tmp_path):
     with multiprocessing.get_context("fork").Pool(3) as pool:  # fork: no re-import per worker
         outputs = pool.map(_journal_worker, [path] * 3, chunksize=1)
     study = optuna.load_study(study_name="shared", storage=storage)
-    chain = audit_chain(study, ReinforceSampler(population_size=4, learning_rate=0.1), 4)
+    reader = ReinforceSampler(search_space=SPACE, population_size=4, learning_rate=0.1)
+    chain = audit_chain(study, reader, 4)
     assert sorted(chain) == list(range(9)), sorted(chain)
+    assert all(len(chain[g]["members"]) == 4 for g in range(8))  # every member waited: on-policy
     assert outputs[0]["mean"] == outputs[1]["mean"] == outputs[2]["mean"]
-    assert outputs[0]["mean"] == ReinforceSampler(search_space=SPACE).policy(study).params
+    assert outputs[0]["mean"] == reader.policy(study).params
     ran = sorted(n for o in outputs for n in o["trials"])
     assert ran == [t.number for t in study.trials]  # every trial ran by exactly one process
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
@@ -284,7 +280,10 @@ def test_a_changed_search_space_starts_a_new_chain():
     spaces = list(dict.fromkeys(r["space"] for r in records))
     assert len(spaces) == 2
     second = [r for r in records if r["space"] == spaces[1]]
-    assert second[0]["generation"] == 0 and len(second[0]["draw"]) == 1
+    # trial 6 is in generation 3 (K = 2); the new chain's generations 0-2 hold no member of its
+    # space, so it starts from the initial policy (the centre)
+    assert second[0]["generation"] == 3 and second[0]["from_trials"] == []
+    assert second[0]["policy"]["mean"] == [0.5] and len(second[0]["draw"]) == 1
 
 
 def test_initial_mean_from_simulator_centre_or_given_point():

@@ -53,11 +53,12 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 args = json.loads(sys.argv[1])
 workers = load("workers", "simsearch/workers.py")
 open_storage, run_worker = workers.open_storage, workers.run_worker
-storage = open_storage(args["storage"], heartbeat_interval=1, grace_period=2)
+storage = open_storage(args["storage"], heartbeat_interval=1, grace_period=args["grace"])
 if args["mode"] == "reinforce":
     ReinforceSampler = load("reinforce", "samplers/reinforce.py").ReinforceSampler
     space = {"x": FloatDistribution(-1.0, 1.0), "y": FloatDistribution(-1.0, 1.0)}
-    sampler = ReinforceSampler(search_space=space, population_size=4, learning_rate=0.1)
+    sampler = ReinforceSampler(search_space=space, population_size=4, learning_rate=0.1,
+                               poll_interval=0.2)
 
     def objective(trial):
         x, y = trial.suggest_float("x", -1.0, 1.0), trial.suggest_float("y", -1.0, 1.0)
@@ -75,8 +76,8 @@ else:
     sampler = AutoSimulateSampler("linear", init=problem.simulator)
 study = optuna.load_study(storage=storage, study_name="w", sampler=sampler,
                           pruner=optuna.pruners.NopPruner())
-report = run_worker(study, objective, args["n_trials"], heartbeat_interval=0.5, grace_period=2,
-                    poll_interval=0.05)
+report = run_worker(study, objective, args["n_trials"], heartbeat_interval=0.5,
+                    grace_period=args["grace"], poll_interval=0.05)
 out = {"pid": os.getpid(), "ran": report.ran, "surplus": report.surplus}
 if args["mode"] == "reinforce":
     policy = sampler.policy(study)
@@ -112,62 +113,77 @@ def _kill_mid_trial(study: optuna.Study, victim: subprocess.Popen, after: int) -
     raise AssertionError("the victim never ran a late enough trial")
 
 
-def _reinforce_chain(trials: list[optuna.trial.FrozenTrial]) -> dict[int, tuple[str, list[int]]]:
-    """generation -> (policy id, trials its update used), asserting one policy per generation."""
-    chain: dict[int, tuple[str, list[int]]] = {}
-    for t in trials:
-        record = t.system_attrs.get("reinforce:state")
-        if record is None or "policy" not in record:
-            continue
-        entry = (record["policy_id"], record.get("from_trials", []))
-        assert chain.setdefault(record["generation"], entry) == entry, (
-            f"generation {record['generation']} was updated twice, differently")
-    return chain
+def _reinforce_study(url: str, tmp_path: Path, n_workers: int, kill_after: int | None = None):
+    """Run 40 trials of ReinforceSampler (K = 4) with ``n_workers`` worker processes; with
+    ``kill_after``, SIGKILL the first worker mid-trial (a trial numbered >= kill_after) and start a
+    replacement. Returns the study, the workers' results, the killed trial's number and the chain
+    audited against an independent replay (``tests/test_reinforce.py::audit_chain``)."""
+    from test_reinforce import audit_chain
+
+    from samplers.reinforce import ReinforceSampler
+
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER_SCRIPT)
+    storage = open_storage(url, heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(storage=storage, study_name="w", direction="maximize")
+    # a grace period of 10 s: heartbeats of live workers can lag seconds on a loaded 2-core box
+    args = {"storage": url, "mode": "reinforce", "n_trials": 40, "delay": 0.2, "grace": 10}
+    procs = [_start(script, **args) for _ in range(n_workers)]
+    killed = None
+    if kill_after is not None:
+        killed = _kill_mid_trial(study, procs[0], after=kill_after)
+        procs = procs[1:] + [_start(script, **args)]
+    results = [_result(p) for p in procs]
+    chain = audit_chain(study, ReinforceSampler(population_size=4, learning_rate=0.1), 4)
+    return study, results, killed, chain
+
+
+@pytest.mark.parametrize("backend", ["journal", "postgres"])
+def test_reinforce_four_workers_ten_generations(backend, request, tmp_path):
+    """4 processes × ReinforceSampler (K = 4) × 10 generations: 40 completed trials, every member
+    of generation g drawn from the policy after update g − 1 (the workers waited), each generation
+    updated exactly once from its 4 members, and every process reads the same final ω."""
+    url = f"journal:{tmp_path / 'study.log'}" if backend == "journal" else (
+        request.getfixturevalue("postgres_url"))
+    study, results, _, chain = _reinforce_study(url, tmp_path, 4)
+    trials = study.get_trials(deepcopy=False)
+    complete = [t.number for t in trials if t.state == TrialState.COMPLETE]
+    assert complete == list(range(40))
+    assert all(SURPLUS_KEY in t.system_attrs for t in trials if t.number >= 40)
+    assert sorted(chain) == list(range(11))  # policies 0..10: 10 updates
+    for g in range(10):
+        assert chain[g]["members"] == list(range(4 * g, 4 * g + 4))
+        assert chain[g + 1]["from"] == tuple(range(4 * g, 4 * g + 4))
+    finals = [r["policy"] for r in results]
+    assert all(f == finals[0] for f in finals) and finals[0]["generation"] == 10
+    assert len({r["pid"] for r in results if r["ran"]}) >= 2  # the work was shared
 
 
 def test_reinforce_four_workers_with_a_kill(storage_url, tmp_path):  # noqa: F811
     """4 processes × ReinforceSampler (K = 4); one SIGKILLed mid-trial and replaced: the study
-    ends with exactly 40 completed budget trials, every generation updated exactly once from K
-    completed trials of the previous one, the killed trial failed as stale, and every process
-    reads the same final policy."""
-    n_trials, k = 40, 4
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER_SCRIPT)
-    storage = open_storage(storage_url, heartbeat_interval=1, grace_period=2)
-    study = optuna.create_study(storage=storage, study_name="w", direction="maximize")
-    args = {"storage": storage_url, "mode": "reinforce", "n_trials": n_trials, "delay": 0.2}
-    procs = [_start(script, **args) for _ in range(4)]
-    killed = _kill_mid_trial(study, procs[0], after=8)
-    procs.append(_start(script, **args))
-    results = [_result(p) for p in procs[1:]]
-
+    ends with exactly 40 completed budget trials, the killed trial failed as stale and counted as a
+    finished member of its generation that no update uses, every generation updated exactly once,
+    and every process reads the same final policy."""
+    study, results, killed, chain = _reinforce_study(storage_url, tmp_path, 4, kill_after=8)
     trials = study.get_trials(deepcopy=False)
     by_number = {t.number: t for t in trials}
     assert by_number[killed].state == TrialState.FAIL
-    state = budget_state(study, n_trials)
+    state = budget_state(study, 40)
     assert killed in state.stale and killed not in state.budget
-    assert state.finished == n_trials and not state.unfinished
+    assert state.finished == 40 and not state.unfinished
     assert all(by_number[n].state == TrialState.COMPLETE for n in state.budget)
-    assert sum(t.state == TrialState.COMPLETE for t in trials) == n_trials
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 40
     assert all(SURPLUS_KEY in t.system_attrs for t in trials
                if t.number not in state.budget and t.number != killed)
-    pids = {p.pid for p in procs}
-    assert all(by_number[n].system_attrs[TAG_KEY]["pid"] in pids for n in state.budget)
 
-    chain = _reinforce_chain(trials)
-    generations = sorted(chain)
-    assert generations == list(range(len(generations))) and len(generations) >= 3
-    used: set[int] = set()
-    for g in generations[1:]:
-        numbers = chain[g][1]
-        assert len(numbers) == k and not used & set(numbers)
-        used |= set(numbers)
-        for n in numbers:
-            assert by_number[n].state == TrialState.COMPLETE
-            assert by_number[n].system_attrs["reinforce:state"]["generation"] == g - 1
+    assert sorted(chain) == list(range(11))  # trials 0..40 cover generations 0..9 and one more
+    g_killed = killed // 4
+    for g in range(10):
+        members = tuple(n for n in range(4 * g, 4 * g + 4) if n != killed)
+        assert chain[g + 1]["from"] == members, (g, chain[g + 1]["from"])
+    assert len(chain[g_killed + 1]["from"]) == 3
     finals = [r["policy"] for r in results]
-    assert all(f == finals[0] for f in finals)
-    assert finals[0]["generation"] == generations[-1]
+    assert all(f == finals[0] for f in finals) and finals[0]["generation"] == 10
 
 
 def test_autosimulate_killed_and_restarted_resumes_psi_and_model(tmp_path):
@@ -179,7 +195,7 @@ def test_autosimulate_killed_and_restarted_resumes_psi_and_model(tmp_path):
     script.write_text(WORKER_SCRIPT)
     study = optuna.create_study(storage=open_storage(url), study_name="w", direction="maximize")
     args = {"storage": url, "mode": "autosimulate", "n_trials": 4, "checkpoint": str(ckpt),
-            "delay": 0.3}
+            "delay": 0.3, "grace": 2}
     first = _start(script, **args)
     killed = _kill_mid_trial(study, first, after=2)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
