@@ -71,6 +71,7 @@ def test_bitmap_is_the_pen_tube_around_the_strokes(sim):
     latents["jitter"] = 0.05 * torch.randn(latents["jitter"].shape, generator=noise)
     bitmap = sim.draw(latents)
     centres, same_stroke, width, _ = sim.geometry(latents)
+    centres = centres.transpose(1, 2)  # (n, Q, 2)
     u = (torch.arange(HI_RES, dtype=torch.float32) + 0.5) / HI_RES * 2 - 1
     pixels = torch.stack(torch.meshgrid(u, u, indexing="xy"), dim=-1).reshape(-1, 2)  # (x, y)
     half_pixel = 1.0 / HI_RES

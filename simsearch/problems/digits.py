@@ -154,15 +154,16 @@ def _stamp_rows(glyph: Glyph, n_points: int) -> tuple[list[list[float]], np.ndar
 
 @lru_cache(maxsize=1)
 def _glyph_tables() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per (class, variant slot): control points ``(10, V, P, 2)``, stamp matrices
-    ``(10, V, Q, P)`` and same-stroke flags of consecutive stamps ``(10, V, Q - 1)``; slot ``v``
+    """Per glyph ``class · V + slot``: control points ``(10 V, P, 2)``, transposed stamp matrices
+    ``(10 V, P, Q)`` and same-stroke flags of consecutive stamps ``(10 V, Q - 1)``; slot ``v``
     holds variant ``v mod (the class's variant count)``."""
     n_points = max(sum(len(s) for s in glyph) for variants in GLYPHS for glyph in variants)
     rows = [[_stamp_rows(variants[v % len(variants)], n_points) for v in range(N_VARIANTS)]
             for variants in GLYPHS]
-    points = torch.tensor([[r[0] for r in row] for row in rows], dtype=torch.float32)
-    stamps = torch.tensor(np.array([[r[1] for r in row] for row in rows]), dtype=torch.float32)
-    same_stroke = torch.tensor([[r[2] for r in row] for row in rows], dtype=torch.float32)
+    flat = [r for row in rows for r in row]
+    points = torch.tensor([r[0] for r in flat], dtype=torch.float32)
+    stamps = torch.tensor(np.array([r[1].T for r in flat]), dtype=torch.float32)
+    same_stroke = torch.tensor([r[2] for r in flat], dtype=torch.float32)
     return points, stamps, same_stroke
 
 
@@ -214,7 +215,7 @@ class DigitStrokeSimulator(Simulator):
             "rotation": Normal(per_sample(psi["rotation"]), per_sample(psi["rotation_std"]), **fast),
             "scale": LogNormal(per_sample(psi["scale"].log()), 0.05, **fast),
             "shift": Normal(per_sample(psi["shift"], 2), per_sample(psi["shift_std"], 2), **fast),
-            "jitter": Normal(torch.zeros(n, *points.shape[2:]), per_sample(psi["jitter"], 1, 1),
+            "jitter": Normal(torch.zeros(n, *points.shape[1:]), per_sample(psi["jitter"], 1, 1),
                              **fast),
             "noise": Normal(torch.zeros(n, LOW_RES, LOW_RES), per_sample(psi["noise"], 1, 1),
                             **fast),
@@ -222,9 +223,8 @@ class DigitStrokeSimulator(Simulator):
 
     def render(self, latents):
         label = latents["label"].long()
-        on = self.draw(latents)
-        block = HI_RES // LOW_RES
-        counts = on.view(-1, LOW_RES, block, LOW_RES, block).sum(dim=(2, 4))
+        blocks = _block_matrix()
+        counts = blocks @ self.draw(latents) @ blocks.T  # set pixels per 4 × 4 block
         x = (counts + latents["noise"]).clamp_(0.0, 16.0).round_()
         return x.unsqueeze(1), label
 
@@ -236,20 +236,20 @@ class DigitStrokeSimulator(Simulator):
         # σ ≤ w / 3 where that allows, for caps and corners close to a round pen's
         sigma = torch.maximum(width / 3, 0.75 * spacing)
         inv = (1.0 / (sigma * math.sqrt(2.0))).view(-1, 1, 1)
-        gx, gy = (_gauss((_pixel_centres() - c.unsqueeze(2)).mul_(inv)) for c in centres.unbind(-1))
+        gx, gy = (_gauss((_pixel_centres() - c.unsqueeze(2)).mul_(inv)) for c in centres.unbind(1))
         ink = torch.bmm(gy.transpose(1, 2), gx)
         threshold = sigma * _SQRT_2PI / spacing * torch.exp(-(width**2) / (2 * sigma**2))
         return (ink >= threshold.view(-1, 1, 1)).float()
 
     def geometry(self, latents) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Steps 1–3 of the module docstring: the stamp centres ``(n, Q, 2)`` (x right, y down, in
+        """Steps 1–3 of the module docstring: the stamp centres ``(n, 2, Q)`` (x right, y down, in
         the image's [-1, 1]² box), whether consecutive stamps lie on one stroke ``(n, Q - 1)``,
         the pen half-width ``(n,)`` and the stamp spacing ``(n,)``."""
         points, stamps, same_stroke = _glyph_tables()
-        label, variant = latents["label"].long(), latents["variant"].long()
-        same_stroke = same_stroke[label, variant]
-        ctrl = points[label, variant] + latents["jitter"]
-        x, y = torch.bmm(stamps[label, variant], ctrl).unbind(-1)
+        glyph = latents["label"].long() * N_VARIANTS + latents["variant"].long()
+        same_stroke = same_stroke.index_select(0, glyph)
+        ctrl = points.index_select(0, glyph) + latents["jitter"]
+        x, y = torch.bmm(ctrl.transpose(1, 2), stamps.index_select(0, glyph)).unbind(1)
         x = x - latents["slant"].unsqueeze(1) * y
         # size normalisation: the bounding box centred, its longer side spanning the box
         lo_x, hi_x = x.aminmax(dim=1)
@@ -265,7 +265,13 @@ class DigitStrokeSimulator(Simulator):
         cos, sin = theta.cos(), theta.sin()
         shift = latents["shift"].unsqueeze(1)
         x, y = cos * x + sin * y + shift[..., 0], cos * y - sin * x + shift[..., 1]
-        return torch.stack([x, y], dim=-1), same_stroke, width, length * factor / N_STAMPS
+        return torch.stack([x, y], dim=1), same_stroke, width, length * factor / N_STAMPS
+
+
+@lru_cache(maxsize=1)
+def _block_matrix() -> torch.Tensor:
+    """``(8, 32)`` 0/1 matrix summing 4 consecutive pixels: ``B X Bᵀ`` counts per 4 × 4 block."""
+    return torch.repeat_interleave(torch.eye(LOW_RES), HI_RES // LOW_RES, dim=1)
 
 
 @lru_cache(maxsize=1)
