@@ -39,9 +39,13 @@ it RUNNING for ever. Before each trial, and while waiting, every worker fails th
 
 A stale trial is set to FAIL with the user attributes ``fail_phase = "worker"`` and a
 ``fail_reason``, and recorded in the study's system attributes (``simsearch:stale:<number>``), so it
-leaves the budget and its slot is run again. ``grace_period`` must exceed the longest pause
-between two heartbeats (a swapped-out machine); it is a trade-off between wrongly failing a slow
-worker and waiting long for a dead one to be noticed.
+leaves the budget and its slot is run again. A sampler may wait inside a trial for other workers'
+trials (``ReinforceSampler``: a member of generation g waits for generation g − 1); the trial is
+tagged and heartbeating meanwhile, so it is never taken for stale, and the waiting sampler runs
+:func:`fail_stale_trials` itself, so a generation blocked by a killed worker's trial goes on.
+``grace_period`` must exceed the longest pause between two heartbeats (a swapped-out machine, a
+loaded one: the worker tests use 10 s on a busy 2-core box); it is a trade-off between wrongly
+failing a slow worker and waiting long for a dead one to be noticed.
 
 >>> import optuna, tempfile, os
 >>> path = os.path.join(tempfile.mkdtemp(), "study.log")

@@ -80,10 +80,8 @@ def test_reinforce_with_faults_completes_ignores_failed_trials_and_improves(gmm2
     """20 % simulator exceptions + 10 % NaN losses on gmm2d through a worker: the study reaches its
     budget, failed trials name their phase, no policy update uses a failed trial, and the policy's
     trials from a deliberately bad start (every mean at 4, LTS Fig. 4) get better rewards.
-
-    Measured (development box): generation 0 → second half of the generations, mean reward
-    0.47 → 0.56 with seed 0 and 0.54 → 0.60 with seed 1; the improvement is modest at this budget
-    (about 10 generations of K = 4 on a 16-dimensional ψ)."""
+    ``benchmarks/reinforce_faults.py`` measures the same set-up over several seeds and longer
+    (BENCHMARKS.md, issue 7)."""
     from samplers.reinforce import ReinforceSampler
 
     sim = gmm2d.simulator
