@@ -10,11 +10,16 @@ study's storage. The next trial — in this process or any other sharing the sto
 differ in scale by orders of magnitude ((H + λI)⁻¹ amplifies flat directions, H shrinks them, the
 no-val gradient is in units of loss), so one α diverges for some and crawls for others. The
 sampler therefore takes Adam steps (Kingma & Ba 2015) in normalised coordinates
-u = (ψ − low) / (high − low) ∈ [0, 1]: Adam's step is invariant to a rescaling of the gradient and
-about ``step_size`` per coordinate per iteration, i.e. a fixed fraction of each parameter's range,
-while its moment averages smooth the noise of the one-sample-set score-function estimate. The step
-is projected onto the box, so ψ stays inside the bounds. The Adam moments travel with ψ_{t+1} in the
-storage.
+u = (ψ − low) / (high − low) ∈ [0, 1] with **one** second moment for the whole gradient (the
+running mean of ‖g‖², not one per coordinate): the step, ``step_size`` · m̂ / √v̂, is invariant to
+a rescaling of the gradient, has a Euclidean length of about ``step_size`` in u, and points along
+the (momentum-averaged) hypergradient. Per-coordinate Adam would not: its first step is
+``step_size`` · sign(g), so every coordinate moves by the same fraction of its range whether its
+component of the gradient is signal or score-function noise — on ``digits`` (22 coordinates) that
+walked ψ far from its start in a random direction (BENCHMARKS.md, issue 5). The momentum averages
+the noise of the one-data-set estimate, and when successive estimates disagree ‖m̂‖ falls below
+√v̂, so the step shrinks. The step is projected onto the box, so ψ stays inside the bounds. The
+Adam moments travel with ψ_{t+1} in the storage.
 
 **State in the storage** (trial system attributes, prefix ``autosimulate:``): ``parent`` (the trial
 whose ψ_{t+1} this trial proposes, −1 at the start), and after :meth:`observe_training`:
@@ -69,11 +74,11 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from samplers.hypergradient import METHODS, ThetaSelector, hypergradient
+from samplers.hypergradient import METHODS, ThetaSelector, ValLoss, hypergradient
 from simsearch.parameters import ParameterSpace
 from simsearch.simulator import BaseSimulator
 
-__all__ = ["AutoSimulateSampler", "adam_step"]
+__all__ = ["AutoSimulateSampler", "adam_step", "descend"]
 
 _KEY = "autosimulate:"
 
@@ -82,29 +87,54 @@ def adam_step(
     u: np.ndarray,
     grad_u: np.ndarray,
     m: np.ndarray,
-    v: np.ndarray,
+    v: float,
     t: int,
     step_size: float,
     betas: tuple[float, float],
     eps: float = 1e-12,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One Adam step (Kingma & Ba 2015, Alg. 1) on u ∈ [0, 1]^d, projected back onto the box.
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """One Adam step (Kingma & Ba 2015, Alg. 1) on u ∈ [0, 1]^d with a single second moment
+    v ≈ E‖g‖² for the whole vector, projected back onto the box.
 
-    ``t`` is the 1-based step number; returns (u_next, m, v). The update is invariant to a
-    positive rescaling of the gradient (up to ``eps``), which is why every AutoSimulate variant
-    can share one ``step_size``.
+    ``t`` is the 1-based step number; returns (u_next, m, v). The update, step_size · m̂ / √v̂, is
+    parallel to the momentum m̂, invariant to a positive rescaling of the gradient (up to ``eps``)
+    and of Euclidean length about ``step_size`` (exactly that on the first step), which is why every
+    AutoSimulate variant can share one ``step_size``.
 
-    >>> u, m, v = adam_step(np.array([0.5, 0.99]), np.array([1e-6, -3e4]), np.zeros(2), np.zeros(2),
+    >>> u, m, v = adam_step(np.array([0.5, 0.99]), np.array([3e4, -4e4]), np.zeros(2), 0.0,
     ...                     1, 0.05, (0.9, 0.999))
     >>> u.round(3).tolist()
-    [0.45, 1.0]
+    [0.47, 1.0]
     """
     m = betas[0] * m + (1 - betas[0]) * grad_u
-    v = betas[1] * v + (1 - betas[1]) * grad_u**2
+    v = betas[1] * v + (1 - betas[1]) * float(grad_u @ grad_u)
     m_hat = m / (1 - betas[0] ** t)
     v_hat = v / (1 - betas[1] ** t)
-    u_next = np.clip(u - step_size * m_hat / (np.sqrt(v_hat) + eps), 0.0, 1.0)
+    u_next = np.clip(u - step_size * m_hat / (math.sqrt(v_hat) + eps), 0.0, 1.0)
     return u_next, m, v
+
+
+def descend(
+    space: ParameterSpace,
+    psi: Mapping[str, torch.Tensor],
+    grad: Mapping[str, torch.Tensor],
+    m: np.ndarray,
+    v: float,
+    t: int,
+    step_size: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """ψ_{t+1} (flat, in ``space.flat_names()`` order) from ψ_t and ∂L̃/∂ψ: an :func:`adam_step`
+    *down* the gradient (Eq. 12/13b descend L̃_val) in coordinates normalised to the box.
+
+    The gradient is carried into normalised units by the chain rule, ∂L̃/∂u = ∂L̃/∂ψ · (high − low),
+    so the step is a descent step for L̃ in ψ as well. Returns (ψ_{t+1}, m, v).
+    """
+    low, high = space.bounds()
+    grad_u = space.to_flat(grad) * (high - low)
+    u = (space.to_flat(psi) - low) / (high - low)
+    u_next, m, v = adam_step(u, grad_u, m, v, t, step_size, betas)
+    return low + u_next * (high - low), m, v
 
 
 def _snap(value: float, dist: BaseDistribution) -> float | int:
@@ -151,7 +181,8 @@ class AutoSimulateSampler(BaseSampler):
             (the ablation that uses no validation data).
         init: the start point: a simulator or parameter space (its declared ψ), or a mapping of
             Optuna parameter values; parameters it does not cover start at their range's centre.
-        step_size: Adam's step, a fraction of each parameter's range per iteration.
+        step_size: Adam's step: its Euclidean length in coordinates normalised to the box
+            (each parameter's range is 1), per iteration.
         betas: Adam's moment decay rates.
         theta: restrict θ to some parameters of the model (names / prefixes / predicate; Table 5
             "frozen layers"); default all trainable parameters.
@@ -160,6 +191,9 @@ class AutoSimulateSampler(BaseSampler):
         hessian_samples, val_samples: estimate H / g_val on that many samples (cost control; by
             default H on 128 training samples, so that the default CG cap costs at most about
             as much as the fine-tuning; ``None`` uses all).
+        val_loss: the per-sample validation loss ``f(module(x), y)`` (default: the model's own
+            training loss l, Eq. 1a); e.g. :func:`samplers.hypergradient.expected_error` for a
+            classifier scored by accuracy.
         control_variate: subtract a leave-one-out baseline from the d_k.
         seed: seeds the jitter of concurrent proposals and the fallback sampler.
         independent_sampler: samples what AutoSimulate does not model (categorical parameters,
@@ -183,6 +217,7 @@ class AutoSimulateSampler(BaseSampler):
         warm_start: bool = True,
         hessian_samples: int | None = 128,
         val_samples: int | None = None,
+        val_loss: ValLoss | None = None,
         control_variate: bool = True,
         seed: int | None = None,
         independent_sampler: BaseSampler | None = None,
@@ -202,7 +237,7 @@ class AutoSimulateSampler(BaseSampler):
         self.method, self.step_size, self.betas = method, float(step_size), tuple(betas)
         self.options = dict(theta=theta, damping=damping, cg_tol=cg_tol, cg_max_iter=cg_max_iter,
                             hessian_samples=hessian_samples, val_samples=val_samples,
-                            control_variate=control_variate)
+                            val_loss=val_loss, control_variate=control_variate)
         self.warm_start = warm_start
         self._init = _init_params(init)
         self._seed = seed
@@ -310,12 +345,12 @@ class AutoSimulateSampler(BaseSampler):
         space = context.simulator.space
         names = space.flat_names()
         parent = self._parent_of(study, trial)
-        step, m, v = 0, np.zeros(len(names)), np.zeros(len(names))
+        step, m, v = 0, np.zeros(len(names)), 0.0
         if parent is not None:
             attrs = parent.system_attrs
             if len(attrs.get(_KEY + "adam_m", ())) == len(names):
                 step = int(attrs[_KEY + "step"])
-                m, v = np.asarray(attrs[_KEY + "adam_m"]), np.asarray(attrs[_KEY + "adam_v"])
+                m, v = np.asarray(attrs[_KEY + "adam_m"]), float(attrs[_KEY + "adam_v"])
         with self._lock:
             warm = self._solutions.get(parent.number) if parent is not None else None
         warm = warm if self.warm_start else None
@@ -323,11 +358,8 @@ class AutoSimulateSampler(BaseSampler):
             context.module, context.simulator, context.psi, context.batch, context.val_data,
             self.method, warm_start=warm, seed=context.seed, **self.options,
         )
-        low, high = space.bounds()
-        grad_u = space.to_flat(result.grad) * (high - low)
-        u = (space.to_flat(context.psi) - low) / (high - low)
-        u_next, m, v = adam_step(u, grad_u, m, v, step + 1, self.step_size, self.betas)
-        psi_next = low + u_next * (high - low)
+        psi_next, m, v = descend(space, context.psi, result.grad, m, v, step + 1, self.step_size,
+                                 self.betas)
         with self._lock:
             if result.v is not None:
                 self._solutions = {trial.number: result.v.detach()}
@@ -335,7 +367,7 @@ class AutoSimulateSampler(BaseSampler):
             "step": step + 1,
             "psi_next": dict(zip(names, map(float, psi_next), strict=True)),
             "adam_m": m.tolist(),
-            "adam_v": v.tolist(),
+            "adam_v": v,
             "grad_norm": result.norm,
             "cg_iterations": result.cg_iterations,
             "cg_residual": None if math.isnan(result.cg_residual) else result.cg_residual,

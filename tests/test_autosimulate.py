@@ -52,18 +52,31 @@ def _study(sampler, storage=None, name=None):
                                pruner=optuna.pruners.NopPruner(), load_if_exists=True)
 
 
-def test_adam_step_is_scale_invariant_and_stays_in_bounds():
+def test_adam_step_is_scale_invariant_parallel_to_the_gradient_and_stays_in_bounds():
     rng = np.random.default_rng(0)
     u = rng.uniform(0, 1, 6)
     u[0] = 0.999
     g = rng.normal(size=6)
     g[0] = -1.0  # pushes u[0] above 1
-    steps = [adam_step(u, s * g, np.zeros(6), np.zeros(6), 1, 0.05, (0.9, 0.999))[0]
-             for s in (1e-4, 1.0, 1e4)]
+    steps = [adam_step(u, s * g, np.zeros(6), 0.0, 1, 0.05, (0.9, 0.999))[0] for s in (1e-4, 1.0, 1e4)]
     np.testing.assert_allclose(steps[0], steps[1], atol=1e-6)
     np.testing.assert_allclose(steps[2], steps[1], atol=1e-9)
     assert np.all((steps[1] >= 0) & (steps[1] <= 1)) and steps[1][0] == 1.0
-    np.testing.assert_allclose(np.abs(steps[1][1:] - u[1:]), 0.05, rtol=1e-6)  # first step: ±step_size
+    # first step: exactly -step_size * g / |g| (before the projection)
+    np.testing.assert_allclose(steps[1][1:] - u[1:], -0.05 * g[1:] / np.linalg.norm(g), rtol=1e-6)
+
+
+def test_adam_step_leaves_flat_coordinates_where_they_are():
+    """Coordinates in which the objective is flat (gradient 1e-3 of the steep one's) barely move.
+    Per-coordinate Adam's first steps are step_size · sign(g): it would move them as far as the
+    steep coordinate — what walked ψ away from its start on digits (issue 5)."""
+    u, m, v = np.full(8, 0.5), np.zeros(8), 0.0
+    rng = np.random.default_rng(1)
+    for t in range(1, 11):
+        g = np.concatenate([[1.0], 1e-3 * rng.normal(size=7)])
+        u, m, v = adam_step(u, g, m, v, t, 0.05, (0.9, 0.999))
+    assert 0.5 - u[0] > 0.4  # the steep coordinate descends about step_size per step
+    assert np.abs(u[1:] - 0.5).max() < 1e-3
 
 
 @pytest.mark.parametrize("method", ["quadratic", "approx_quadratic", "linear", "no_val"])
