@@ -52,6 +52,7 @@ __all__ = [
     "Hypergradient",
     "conjugate_gradient",
     "directional_derivatives",
+    "expected_error",
     "hypergradient",
     "leave_one_out_baseline",
     "loss_gradient",
@@ -115,18 +116,40 @@ def _unflat(vector: torch.Tensor, params: Mapping[str, torch.Tensor]) -> dict[st
     return out
 
 
+ValLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``f(outputs, y) -> (n,)`` per-sample validation losses of the model's outputs ``module(x)``."""
+
+
+def expected_error(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """1 − softmax(outputs)_y: the probability that a classifier sampling its prediction errs.
+
+    A smooth, bounded stand-in for the 0-1 error whose mean the reward (accuracy) counts; unlike
+    the cross-entropy it does not grow without bound on confidently wrong samples, so a few of
+    them cannot dominate g_val (BENCHMARKS.md, issue 5: on gmm2d and digits the validation
+    cross-entropy can fall while the accuracy falls).
+
+    >>> expected_error(torch.tensor([[0.0, 0.0], [10.0, -10.0]]), torch.tensor([1, 0])).tolist()
+    [0.5, 0.0]
+    """
+    return 1.0 - torch.softmax(outputs, dim=1).gather(1, y.long().unsqueeze(1)).squeeze(1)
+
+
 def loss_gradient(
     module: torch.nn.Module,
     params: Mapping[str, torch.Tensor],
     x: torch.Tensor,
     y: torch.Tensor,
     chunk_size: int = 4096,
+    loss: ValLoss | None = None,
 ) -> torch.Tensor:
-    """∇_θ (1/n) Σ_k l(z_k, θ) as a flat vector, accumulated over chunks of ``chunk_size``."""
+    """∇_θ (1/n) Σ_k l(z_k, θ) as a flat vector, accumulated over chunks of ``chunk_size``;
+    l is ``module.per_sample_loss`` unless ``loss(module(x), y)`` is given."""
     n, total = len(x), None
     for i in range(0, n, chunk_size):
-        loss = module.per_sample_loss(x[i : i + chunk_size], y[i : i + chunk_size]).sum() / n
-        grads = torch.autograd.grad(loss, list(params.values()), materialize_grads=True)
+        xs, ys = x[i : i + chunk_size], y[i : i + chunk_size]
+        losses = module.per_sample_loss(xs, ys) if loss is None else loss(module(xs), ys)
+        loss_sum = losses.sum() / n
+        grads = torch.autograd.grad(loss_sum, list(params.values()), materialize_grads=True)
         flat = _flat(grads).detach()
         total = flat if total is None else total + flat
     return total
@@ -375,6 +398,7 @@ def hypergradient(
     warm_start: torch.Tensor | None = None,
     hessian_samples: int | None = 128,
     val_samples: int | None = None,
+    val_loss: ValLoss | None = None,
     control_variate: bool = True,
     seed: int = 0,
 ) -> Hypergradient:
@@ -396,6 +420,9 @@ def hypergradient(
             an H-vector product on all of a CNN's M samples costs about one training epoch);
             ``None`` uses all.
         val_samples: estimate g_val on this many validation samples drawn at random.
+        val_loss: the per-sample validation loss ``f(module(x), y)`` whose mean L_val is (Eq. 1a);
+            default ``module.per_sample_loss``, the training loss l, as in the paper. For a
+            classifier scored by accuracy, :func:`expected_error` follows the reward more closely.
         control_variate: subtract the leave-one-out baseline from d_k.
         seed: seeds the subsamples.
     """
@@ -432,7 +459,7 @@ def hypergradient(
             sign = 1.0
         else:
             xv, yv = _subsample(*val_data, val_samples, generator, "val_samples")
-            v = loss_gradient(module, params, on_device(xv), on_device(yv))
+            v = loss_gradient(module, params, on_device(xv), on_device(yv), loss=val_loss)
             if method != "linear":
                 hvp = HessianVectorProduct(
                     module, params, *_subsample(x, y, hessian_samples, generator, "hessian_samples")

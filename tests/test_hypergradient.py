@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.distributions import Categorical, Independent, Normal
 
+from samplers.autosimulate import descend
 from samplers.hypergradient import (
     HessianVectorProduct,
     _levenberg_solve,
     conjugate_gradient,
     directional_derivatives,
+    expected_error,
     hypergradient,
     leave_one_out_baseline,
     loss_gradient,
@@ -222,6 +225,9 @@ class _Ridge(torch.nn.Module):
         super().__init__()
         self.net = torch.nn.Linear(2, 1, bias=False).double()
 
+    def forward(self, x):
+        return self.net(x)
+
     def per_sample_loss(self, x, y):
         return (self.net(x).squeeze(1) - y) ** 2 + RIDGE * self.net.weight.pow(2).sum()
 
@@ -232,18 +238,27 @@ def _theta_star(mu, log_sigma):
     return torch.linalg.solve(s + RIDGE * torch.eye(2, dtype=torch.float64), s @ W_TRUE)
 
 
-def test_quadratic_hypergradient_matches_bilevel_gradient_of_ridge_regression():
-    sim = _GaussianInputs()
-    psi = sim.init_psi()
+def _ridge_val_set() -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(7)
     xv = torch.randn(300, 2, generator=g, dtype=torch.float64) * torch.tensor([0.5, 1.5]) + torch.tensor(
         [1.0, -0.5])
-    yv = xv @ W_TRUE + NOISE * torch.randn(300, generator=g, dtype=torch.float64)
+    return xv, xv @ W_TRUE + NOISE * torch.randn(300, generator=g, dtype=torch.float64)
+
+
+def _ridge_val_loss(xv, yv, mu, log_sigma) -> torch.Tensor:
+    """L_val(θ*(ψ)): the mean validation loss of the closed-form inner solution."""
+    theta = _theta_star(mu, log_sigma)
+    return ((xv @ theta - yv) ** 2).mean() + RIDGE * theta.pow(2).sum()
+
+
+def test_quadratic_hypergradient_matches_bilevel_gradient_of_ridge_regression():
+    sim = _GaussianInputs()
+    psi = sim.init_psi()
+    xv, yv = _ridge_val_set()
     # True gradient of L_val(θ*(ψ)) by autograd through the closed-form inner solution.
     mu = psi["mu"].double().requires_grad_(True)
     log_sigma = psi["log_sigma"].double().requires_grad_(True)
-    val_loss = ((xv @ _theta_star(mu, log_sigma) - yv) ** 2).mean() + RIDGE * _theta_star(
-        mu, log_sigma).pow(2).sum()
+    val_loss = _ridge_val_loss(xv, yv, mu, log_sigma)
     true = torch.cat([t.reshape(-1) for t in torch.autograd.grad(val_loss, [mu, log_sigma])])
 
     model = _Ridge()
@@ -261,6 +276,48 @@ def test_quadratic_hypergradient_matches_bilevel_gradient_of_ridge_regression():
     assert torch.all((mean - true).abs() <= 4 * se + 0.02 * true.abs()), (mean, true, se)
     # The estimate is informative, not noise around zero: its error is small next to the signal.
     assert float((mean - true).norm()) < 0.2 * float(true.norm())
+
+
+@pytest.mark.parametrize("method", ["quadratic", "linear"])
+def test_sampler_steps_descend_the_true_bilevel_objective_of_ridge_regression(method):
+    """The sampler's step (samplers.autosimulate.descend: sign, units of ψ, step rule) applied to
+    the estimated hypergradient lowers the true L_val(θ*(ψ)), with θ retrained exactly (closed
+    form) at every ψ."""
+    sim, model = _GaussianInputs(), _Ridge()
+    xv, yv = _ridge_val_set()
+    psi, m, v = sim.init_psi(), np.zeros(sim.space.dim), 0.0
+
+    def true_loss(p):
+        return float(_ridge_val_loss(xv, yv, p["mu"].double(), p["log_sigma"].double()))
+
+    losses = [true_loss(psi)]
+    for t in range(1, 16):
+        with torch.no_grad():
+            model.net.weight.copy_(_theta_star(psi["mu"].double(), psi["log_sigma"].double())[None])
+        batch = sim.simulate(psi, 4000, seed=t)
+        result = hypergradient(model, sim, psi, batch, (xv, yv), method, hessian_samples=None)
+        flat, m, v = descend(sim.space, psi, result.grad, m, v, t, 0.05)
+        psi = sim.space.from_flat(flat)
+        losses.append(true_loss(psi))
+    best = _ridge_best_val_loss(xv, yv, sim)
+    assert losses[1] < losses[0] and max(losses[1:]) < losses[0], losses
+    assert losses[-1] - best < 0.1 * (losses[0] - best), (losses, best)
+
+
+def _ridge_best_val_loss(xv, yv, sim) -> float:
+    """min over the box of L_val(θ*(ψ)), by projected Adam on the exact (autograd) gradient."""
+    psi = sim.init_psi()
+    mu = psi["mu"].double().requires_grad_(True)
+    log_sigma = psi["log_sigma"].double().requires_grad_(True)
+    opt = torch.optim.Adam([mu, log_sigma], lr=0.02)
+    for _ in range(2000):
+        opt.zero_grad()
+        _ridge_val_loss(xv, yv, mu, log_sigma).backward()
+        opt.step()
+        with torch.no_grad():
+            mu.clamp_(-3.0, 3.0)
+            log_sigma.clamp_(-2.0, 2.0)
+    return float(_ridge_val_loss(xv, yv, mu, log_sigma).detach())
 
 
 def test_variants_refuse_bad_input():
@@ -307,6 +364,34 @@ def test_cheaper_variants_follow_their_formulas(method):
     expected = score_function_gradient(sim, batch.latents, psi, sign * (d - leave_one_out_baseline(d)))
     for k in expected:
         torch.testing.assert_close(result.grad[k], expected[k], rtol=1e-4, atol=1e-6)
+
+
+def test_val_loss_option_replaces_the_validation_loss_only():
+    """g_val is the gradient of the given validation loss; H and d_k still use the training loss."""
+    sim, model = _GaussianInputs(), _Ridge()
+    psi = sim.init_psi()
+    batch = sim.simulate(psi, 60, seed=1)
+    val = sim.simulate({"mu": torch.tensor([1.0, 0.0]), "log_sigma": torch.zeros(2)}, 100, seed=2)
+
+    def l1(out, y):
+        return (out.squeeze(1) - y).abs()
+
+    result = hypergradient(model, sim, psi, batch, (val.x, val.y), "approx_quadratic", val_loss=l1)
+    params = select_parameters(model)
+    xv, yv = val.x.double(), val.y.double()
+    g_val = torch.autograd.grad(l1(model.net(xv), yv).mean(), model.net.weight)[0].reshape(-1)
+    v = HessianVectorProduct(model, params, batch.x.double(), batch.y.double())(g_val)
+    d = directional_derivatives(model, params, batch.x.double(), batch.y.double(), v)
+    expected = score_function_gradient(sim, batch.latents, psi, -(d - leave_one_out_baseline(d)))
+    for k in expected:
+        torch.testing.assert_close(result.grad[k], expected[k], rtol=1e-4, atol=1e-6)
+
+
+def test_expected_error_is_one_minus_the_probability_of_the_label():
+    out = torch.randn(50, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.arange(50) % 4
+    ce = torch.nn.functional.cross_entropy(out, y, reduction="none")
+    torch.testing.assert_close(expected_error(out, y), 1.0 - torch.exp(-ce))
 
 
 def test_control_variate_reduces_variance_without_bias():
