@@ -10,12 +10,14 @@ simulator can hope for) and the oracle (real rotated training digits). Two probl
 
 Writes the runner's report and sample grids to ``--out`` and copies the grids to ``docs/``.
 
-    .venv/bin/python benchmarks/metasim_table1.py --problem digits-rot-textures --out out/metasim-textures
+    .venv/bin/python benchmarks/metasim_table1.py --problem digits-rot-textures --jobs 3 \
+        --out out/metasim-textures
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import subprocess
@@ -24,29 +26,32 @@ from pathlib import Path
 
 import torch
 
+from simsearch import problems
 from simsearch.metasim import MetaSimConfig, run_metasim
-from simsearch.problems import digit_textures, digits, mean_std
+from simsearch.problems import mean_std
 
-PROBLEMS = {"digits-rot": digits.make_rotated_problem, "digits-rot-textures": digit_textures.make_problem}
+PROBLEMS = ("digits-rot", "digits-rot-textures")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--problem", choices=sorted(PROBLEMS), default="digits-rot")
+    parser.add_argument("--problem", choices=PROBLEMS, default="digits-rot")
     parser.add_argument("--out", default="out/metasim-table1")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--iterations", type=int, default=150)
+    parser.add_argument("--iterations", type=int, default=MetaSimConfig.iterations)
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run at the same time")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     date = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
     print(f"{date}; {platform.node()}; {platform.processor() or platform.machine()}; "
-          f"torch {torch.__version__}; {args.threads} thread(s)")
-    problem = PROBLEMS[args.problem]()
+          f"torch {torch.__version__}; {args.threads} thread(s); {args.jobs} job(s); "
+          f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    problem = problems.get(args.problem)
     seeds = list(range(args.seeds))
     start = time.perf_counter()
-    run_metasim(problem, seeds=seeds, config=MetaSimConfig(iterations=args.iterations),
-                out=args.out)
+    run_metasim(args.problem, seeds=seeds, config=MetaSimConfig(iterations=args.iterations),
+                out=args.out, jobs=args.jobs)
     psi90 = problem.simulator.init_psi()
     psi90["rotation"] = torch.tensor(90.0)
     references = {

@@ -232,19 +232,26 @@ class DistributionTransformer(torch.nn.Module):
         batch_size: int = 256,
         lr: float = 1e-2,
         seed: int = 0,
+        offset: torch.Tensor | None = None,
     ) -> list[float]:
         """§3.2.1: train G_θ(s) = s on fresh scenes from P with an L1 loss (standardised units).
 
-        Returns the loss of every step.
+        ``offset`` ``(d_mut,)``, in units of each attribute's scale, pre-trains to
+        G_θ(s) = s + offset instead: a start beside the grammar's prior (restarts of a non-convex
+        loss, see :class:`simsearch.metasim.MetaSimConfig`). Returns the loss of every step.
         """
         check_positive_int("steps", steps)
         check_positive_int("batch_size", batch_size)
+        offset = torch.zeros(len(self.out_scale)) if offset is None else torch.as_tensor(offset).float()
+        if offset.shape != self.out_scale.shape:
+            raise ValueError(f"offset must have shape {tuple(self.out_scale.shape)}, "
+                             f"got {tuple(offset.shape)}")
         optimiser = torch.optim.Adam(self.parameters(), lr=lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
         losses = []
         for step in range(steps):
             latents = self._simulator.simulate(self.psi, batch_size, trial_seed(seed, step)).latents
-            target = (self.mutable_values(latents) - self.out_shift) / self.out_scale
+            target = (self.mutable_values(latents) - self.out_shift) / self.out_scale + offset
             loss = (self.scaled_mean(latents) - target).abs().mean()
             optimiser.zero_grad()
             loss.backward()

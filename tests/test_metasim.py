@@ -14,6 +14,7 @@ from lightning_modules.distribution_transformer import (
     finite_difference_render,
 )
 from simsearch import Parameter, Simulator
+from simsearch.problems import get as get_problem
 
 
 class Toy(Simulator):
@@ -66,6 +67,18 @@ def test_identity_pretraining_reproduces_the_input_attributes():
     assert before > 0.2
     assert losses[-1] < 0.05 * losses[0]
     assert float(after.max()) < 0.03, after  # < 3 % of each attribute's spread, on unseen scenes
+
+
+def test_pretraining_with_an_offset_learns_the_shifted_identity():
+    sim = Toy()
+    g = DistributionTransformer(sim, n_reference=500, seed=0)
+    offset = torch.tensor([1.0, -2.0, 0.5])  # u (2 components) and r, in units of their scales
+    g.pretrain_identity(steps=300, batch_size=128, seed=0, offset=offset)
+    fresh = sim.simulate(MU0, 500, seed=123).latents
+    moved = ((g(fresh) - g.mutable_values(fresh)) / g.out_scale).mean(0).detach()
+    assert torch.allclose(moved, offset, atol=0.05), moved
+    with pytest.raises(ValueError, match=r"offset must have shape \(3,\)"):
+        g.pretrain_identity(steps=1, offset=torch.zeros(2))
 
 
 def test_transformed_simulator_keeps_discrete_latents_and_renders_the_transformed_scene():
@@ -187,7 +200,7 @@ def test_runner_writes_a_report_for_every_mode(small_gmm2d, tmp_path):
 
     from simsearch.metasim import MetaSimConfig, run_metasim
 
-    config = MetaSimConfig(iterations=3, batch_size=64, pretrain_steps=20)
+    config = MetaSimConfig(iterations=3, batch_size=64, pretrain_steps=20, restarts=1)
     result = run_metasim(small_gmm2d, modes=("mmd", "both"), seeds=(0,), config=config, out=tmp_path,
                          log=None)
     assert [r["mode"] for r in result["runs"]] == ["default", "mmd", "both"]
@@ -202,3 +215,27 @@ def test_runner_writes_a_report_for_every_mode(small_gmm2d, tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["problem"] == "gmm2d"
     with pytest.raises(ValueError, match="modes: expected some of"):
         run_metasim(small_gmm2d, modes=("gan",), out=None, log=None)
+
+
+def test_runner_restarts_continue_the_restart_with_the_lowest_loss(small_gmm2d):
+    from simsearch.metasim import MetaSimConfig, run_metasim
+
+    config = MetaSimConfig(iterations=4, batch_size=32, pretrain_steps=10, restarts=3, restart_iterations=2)
+    result = run_metasim(small_gmm2d, modes=("both",), seeds=(0,), config=config, out=None, log=None)
+    run = result["runs"][1]
+    assert len(run["restart_losses"]) == 3 and len(set(run["restart_losses"])) == 3  # distinct restarts
+    assert run["restart"] == int(np.argmin(run["restart_losses"]))
+    assert len(run["history"]) == 4  # the chosen restart's 2 iterations, then 2 more
+    assert run["images"] == (3 * 2 + 2) * 32  # every restart's scenes are counted
+
+
+def test_runner_jobs_give_the_same_runs_as_one_process():
+    from simsearch.metasim import MetaSimConfig, run_metasim
+
+    config = MetaSimConfig(iterations=2, batch_size=32, pretrain_steps=5, restarts=1)
+    kwargs = dict(modes=("mmd",), seeds=(0, 1), config=config, out=None, log=None)
+    serial, parallel = run_metasim("gmm2d", **kwargs), run_metasim("gmm2d", jobs=2, **kwargs)
+    for a, b in zip(serial["runs"], parallel["runs"], strict=True):
+        assert (a["mode"], a["seed"], a["test"], a["mmd2"]) == (b["mode"], b["seed"], b["test"], b["mmd2"])
+    with pytest.raises(ValueError, match="registered name"):
+        run_metasim(get_problem("gmm2d"), jobs=2, **kwargs)
