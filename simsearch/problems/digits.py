@@ -7,7 +7,8 @@ from 43 writers). UCI's preprocessing (NIST's programs) size-normalised each sca
 
 1. a glyph — one of a few handwriting variants of the class (e.g. a '1' with or without flag and
    base, a '7' with or without a crossbar), each a few strokes (polylines in [-1, 1]²) — with every
-   control point displaced (``jitter``) and sheared (``slant``);
+   control point displaced (``jitter``), made narrower or wider (``aspect``) and sheared
+   (``slant``);
 2. size-normalised as UCI's are: the ink's bounding box is centred and scaled, keeping the aspect
    ratio, until its longer side spans the 32-pixel box (ink touching the top and bottom edges);
    and stroke-width normalised: UCI's digits hold about the same ink (≈ 20 full cells of 64)
@@ -22,12 +23,15 @@ evenly (spacing ``h``) along the strokes; a Gaussian is separable, so the stamp 
 matrix product, ``ink = G_yᵀ G_x`` with ``G_x[k, q, j] = exp(-(u_j - x_kq)² / 2σ²)``. Along a
 straight stroke the sum is ``(σ√(2π) / h) · exp(-d² / 2σ²)`` at distance ``d`` (for ``h`` ≲ σ),
 so the pixel is set where ``ink ≥ (σ√(2π) / h) · exp(-w² / 2σ²)``: exactly the pixels within
-``w`` of the stroke; ends are round and the inside of sharp corners fills, as with a real pen.
+``w`` of the stroke. Where a stroke ends or turns sharply (a *tip*) the stamps along it fall
+short of that; one more stamp on the tip, of weight ``σ√(2π) / h``, sets the pen's disk of radius
+``w`` there by itself: ends and corners are round, as with a real pen (σ ≤ w / 3 keeps the
+overlap of the two small: the edge moves out by at most 7 %).
 
 Per-sample latents (ancestral order): the class (Categorical over ``class_logits``), the glyph
-variant (uniform), stroke width (log-normal around ψ), slant and rotation (normal, mean and std
-in ψ), scale (log-normal), translation (normal), a displacement of every control point
-(``jitter``) and pixel noise.
+variant (uniform), stroke width (log-normal around ψ), slant (normal), aspect (log-normal),
+rotation (normal), scale (log-normal), translation (normal), a displacement of every control
+point (``jitter``) and pixel noise.
 
 Problems (sim-to-real, LTS §4.5 in spirit; Meta-Sim §4.1, Table 1 for the rotation gap):
 
@@ -80,9 +84,10 @@ GLYPHS: tuple[tuple[Glyph, ...], ...] = (
         (_arc(0.0, 0.0, 0.55, 1.0, 0, 360, 16),),
         (_arc(0.0, 0.0, 0.45, 1.0, 240, 630, 16),),
     ),
-    (  # 1: a bare bar; with a flag; with a flag and a base
+    (  # 1: a bare bar; with a flag, a long flag; with a flag and a base
         ([(0.05, -1.0), (-0.05, 1.0)],),
         ([(-0.35, -0.55), (0.0, -1.0), (0.0, 1.0)],),
+        ([(-0.55, -0.1), (0.1, -1.0), (0.1, 1.0)],),
         ([(-0.35, -0.55), (0.0, -1.0), (0.0, 1.0)], [(-0.35, 1.0), (0.35, 1.0)]),
     ),
     (  # 2: arc, diagonal and a flat or a rising base
@@ -94,7 +99,7 @@ GLYPHS: tuple[tuple[Glyph, ...], ...] = (
         ([(-0.45, -1.0), (0.45, -1.0), (-0.05, -0.1)] + _arc(0.0, 0.45, 0.5, 0.55, -100, 160, 8),),
     ),
     (  # 4: open (a stem crossing the bar), and closed (a diagonal to the stem)
-        ([(-0.05, -1.0), (-0.6, 0.2), (0.55, 0.2)], [(0.3, -0.45), (0.0, 1.0)]),
+        ([(-0.05, -1.0), (-0.6, 0.35), (0.55, 0.35)], [(0.35, -0.25), (0.05, 1.0)]),
         ([(0.25, 1.0), (0.25, -1.0), (-0.6, 0.35), (0.6, 0.35)],),
     ),
     (  # 5: flag, stem and bowl
@@ -105,15 +110,16 @@ GLYPHS: tuple[tuple[Glyph, ...], ...] = (
     ),
     (  # 7: plain; crossed; with a hook at the top left
         ([(-0.55, -1.0), (0.55, -1.0), (-0.1, 1.0)],),
-        ([(-0.55, -1.0), (0.55, -1.0), (-0.1, 1.0)], [(-0.25, 0.0), (0.55, 0.0)]),
+        ([(-0.5, -1.0), (0.5, -1.0), (-0.1, 1.0)], [(-0.5, 0.0), (0.5, 0.0)]),
         ([(-0.55, -0.7), (-0.55, -1.0), (0.55, -1.0), (0.0, 1.0)],),
     ),
-    (  # 8: two loops
+    (  # 8: two loops; a wide top loop over a small one
         (_arc(0.0, -0.5, 0.42, 0.5, 90, 450, 10), _arc(0.0, 0.48, 0.5, 0.52, -90, 270, 10)),
+        (_arc(0.0, -0.45, 0.45, 0.55, 90, 450, 10), _arc(0.0, 0.55, 0.3, 0.45, -90, 270, 8)),
     ),
-    (  # 9: a loop and a straight or a curved tail
-        (_arc(0.0, -0.45, 0.5, 0.55, 0, 360, 12) + [(0.4, 1.0)],),
-        (_arc(0.0, -0.45, 0.5, 0.55, 0, 360, 12) + _arc(0.0, 0.45, 0.5, 0.55, -5, 130, 5),),
+    (  # 9: a loop and a straight or a curled tail
+        (_arc(0.0, -0.55, 0.5, 0.45, 0, 360, 12) + [(0.4, 1.0)],),
+        (_arc(0.0, -0.55, 0.5, 0.45, 0, 360, 12) + _arc(0.0, 0.4, 0.5, 0.6, -10, 170, 6),),
     ),
 )
 
@@ -122,21 +128,28 @@ N_STAMPS = 64
 #: Stroke-width normalisation (step 2): the pen half-width is ``width · (INK_LENGTH / L)`` for a
 #: digit whose strokes are ``L`` long in the normalised box, the ratio clipped to ``INK_RANGE``.
 INK_LENGTH, INK_RANGE = 4.5, (0.6, 1.8)
+#: A control point where a stroke turns by more than this (degrees) is a tip, as are stroke ends.
+TIP_TURN = 45.0
 #: Glyph-variant slots per class (a multiple of every class's variant count, so each class's
 #: variants are equally likely).
 N_VARIANTS = math.lcm(*(len(variants) for variants in GLYPHS))
 _SQRT_2PI = math.sqrt(2 * math.pi)
 
 
-def _stamp_rows(glyph: Glyph, n_points: int) -> tuple[list[list[float]], np.ndarray, list[bool]]:
-    """The glyph's control points (zero-padded to ``n_points``), the ``(Q, n_points)`` matrix placing
-    ``N_STAMPS`` stamps evenly along its strokes (as linear combinations of control points), and
-    for each pair of consecutive stamps whether they lie on the same stroke."""
+def _stamp_rows(glyph: Glyph, n_points: int) -> tuple[list[list[float]], np.ndarray, list[bool], list[int]]:
+    """The glyph's control points (zero-padded to ``n_points``); the ``(Q, n_points)`` matrix placing
+    ``N_STAMPS`` stamps evenly along its strokes (as linear combinations of control points); for
+    each pair of consecutive stamps whether they lie on the same stroke; and its tips: the
+    control points that end a stroke or turn it by more than ``TIP_TURN`` degrees."""
     points = [list(p) for stroke in glyph for p in stroke] + [[0.0, 0.0]] * n_points
-    segments, i = [], 0  # (index of A, index of B, length, stroke)
+    segments, tips, i = [], [], 0  # segments: (index of A, index of B, length, stroke)
     for k, stroke in enumerate(glyph):
         segments += [(i + j, i + j + 1, math.dist(stroke[j], stroke[j + 1]), k)
                      for j in range(len(stroke) - 1)]
+        turns = [_turn(stroke[j - 1], stroke[j], stroke[j + 1]) for j in range(1, len(stroke) - 1)]
+        closed = math.dist(stroke[0], stroke[-1]) < 1e-6
+        tips += [] if closed else [i, i + len(stroke) - 1]
+        tips += [i + j for j, turn in enumerate(turns, start=1) if turn > TIP_TURN]
         i += len(stroke)
     total = sum(seg[2] for seg in segments)
     ends = np.cumsum([seg[2] for seg in segments])
@@ -149,22 +162,35 @@ def _stamp_rows(glyph: Glyph, n_points: int) -> tuple[list[list[float]], np.ndar
         stamps[q, a] += 1.0 - t
         stamps[q, b] += t
         stroke_of.append(stroke_id)
-    return points[:n_points], stamps, [stroke_of[q] == stroke_of[q + 1] for q in range(N_STAMPS - 1)]
+    same_stroke = [stroke_of[q] == stroke_of[q + 1] for q in range(N_STAMPS - 1)]
+    return points[:n_points], stamps, same_stroke, tips
+
+
+def _turn(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> float:
+    """How far a polyline turns at ``b``, in degrees (0 going straight on)."""
+    angle = math.atan2(c[1] - b[1], c[0] - b[0]) - math.atan2(b[1] - a[1], b[0] - a[0])
+    return abs(math.degrees((angle + math.pi) % (2 * math.pi) - math.pi))
 
 
 @lru_cache(maxsize=1)
-def _glyph_tables() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per glyph ``class · V + slot``: control points ``(10 V, P, 2)``, transposed stamp matrices
-    ``(10 V, P, Q)`` and same-stroke flags of consecutive stamps ``(10 V, Q - 1)``; slot ``v``
-    holds variant ``v mod (the class's variant count)``."""
+def _glyph_tables() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per glyph ``class · V + slot`` (slot ``v`` holds variant ``v mod (the class's variant
+    count)``): control points ``(10 V, P, 2)``; transposed stamp matrices ``(10 V, P, Q + E)``,
+    the ``Q`` stamps along the strokes followed by the ``E`` tips (padded with the first control
+    point); same-stroke flags of consecutive stamps ``(10 V, Q - 1)``; and the tip mask
+    ``(10 V, E)`` (0 for padding)."""
     n_points = max(sum(len(s) for s in glyph) for variants in GLYPHS for glyph in variants)
-    rows = [[_stamp_rows(variants[v % len(variants)], n_points) for v in range(N_VARIANTS)]
-            for variants in GLYPHS]
-    flat = [r for row in rows for r in row]
-    points = torch.tensor([r[0] for r in flat], dtype=torch.float32)
-    stamps = torch.tensor(np.array([r[1].T for r in flat]), dtype=torch.float32)
-    same_stroke = torch.tensor([r[2] for r in flat], dtype=torch.float32)
-    return points, stamps, same_stroke
+    flat = [_stamp_rows(variants[v % len(variants)], n_points)
+            for variants in GLYPHS for v in range(N_VARIANTS)]
+    n_tips = max(len(r[3]) for r in flat)
+    eye = np.eye(n_points)
+    stamps = [np.concatenate([r[1], eye[r[3] + [0] * (n_tips - len(r[3]))]]).T for r in flat]
+    return (
+        torch.tensor([r[0] for r in flat], dtype=torch.float32),
+        torch.tensor(np.array(stamps), dtype=torch.float32),
+        torch.tensor([r[2] for r in flat], dtype=torch.float32),
+        torch.tensor([[1.0] * len(r[3]) + [0.0] * (n_tips - len(r[3])) for r in flat]),
+    )
 
 
 class DigitStrokeSimulator(Simulator):
@@ -174,6 +200,7 @@ class DigitStrokeSimulator(Simulator):
     ψ (bounds; default): ``width`` pen half-width of a digit of average stroke length
     (0.04–0.35; 0.17; longer digits get a thinner pen, shorter ones a thicker one, see
     ``INK_LENGTH``), ``slant`` / ``slant_std`` shear (−0.8–0.8; 0 / 0.01–0.5; 0.15),
+    ``aspect`` glyph width relative to its design, log-normal with std 0.2 (0.4–1.6; 1),
     ``rotation`` / ``rotation_std`` degrees counter-clockwise (−180–180; 0 / 0.5–45; 5), ``scale``
     size relative to UCI's normalised size (0.4–1.3; 1), ``shift`` (2,) mean translation and
     ``shift_std`` (−0.5–0.5; 0 / 0.005–0.4; 0.03), ``jitter`` control-point displacement std
@@ -188,6 +215,8 @@ class DigitStrokeSimulator(Simulator):
                 Parameter("width", 0.04, 0.35, 0.17, doc="pen half-width of a digit of average length"),
                 Parameter("slant", -0.8, 0.8, 0.0, doc="mean shear (x -= slant · y, y down)"),
                 Parameter("slant_std", 0.01, 0.5, 0.15, doc="std of the shear"),
+                Parameter("aspect", 0.4, 1.6, 1.0,
+                          doc="median width of the glyph relative to its design (height kept)"),
                 Parameter("rotation", -180.0, 180.0, 0.0,
                           doc="mean rotation, degrees counter-clockwise"),
                 Parameter("rotation_std", 0.5, 45.0, 5.0, doc="std of the rotation, degrees"),
@@ -212,6 +241,7 @@ class DigitStrokeSimulator(Simulator):
             "variant": Categorical(logits=torch.zeros(n, N_VARIANTS), **fast),
             "width": LogNormal(per_sample(psi["width"].log()), 0.15, **fast),
             "slant": Normal(per_sample(psi["slant"]), per_sample(psi["slant_std"]), **fast),
+            "aspect": LogNormal(per_sample(psi["aspect"].log()), 0.2, **fast),
             "rotation": Normal(per_sample(psi["rotation"]), per_sample(psi["rotation_std"]), **fast),
             "scale": LogNormal(per_sample(psi["scale"].log()), 0.05, **fast),
             "shift": Normal(per_sample(psi["shift"], 2), per_sample(psi["shift_std"], 2), **fast),
@@ -230,32 +260,39 @@ class DigitStrokeSimulator(Simulator):
 
     def draw(self, latents) -> torch.Tensor:
         """The 32 × 32 binary bitmap (0. / 1.), shape ``(n, 32, 32)``, before block counting:
-        the pixels within the pen half-width of the strokes of :meth:`geometry`."""
-        centres, _, width, spacing = self.geometry(latents)
-        # Gaussian stamps: σ ≥ 0.75 h keeps the stamp sum flat along a stroke (ripple < 1e-5);
-        # σ ≤ w / 3 where that allows, for caps and corners close to a round pen's
+        the pixels within the pen half-width of the strokes of :meth:`geometry` (module
+        docstring: Gaussian stamps along the strokes, and a stamp of the line's weight at each
+        tip, whose level set alone is the pen's disk there: round ends and corners)."""
+        centres, _, tip_mask, width, spacing = self.geometry(latents)
+        # σ ≥ 0.75 h keeps the stamp sum flat along a stroke (ripple < 1e-5); σ ≤ w / 3 where
+        # that allows, so that a stroke's own stamps add little beyond its tips
         sigma = torch.maximum(width / 3, 0.75 * spacing)
+        line = sigma * _SQRT_2PI / spacing  # the sum of unit stamps along a straight stroke
         inv = (1.0 / (sigma * math.sqrt(2.0))).view(-1, 1, 1)
         gx, gy = (_gauss((_pixel_centres() - c.unsqueeze(2)).mul_(inv)) for c in centres.unbind(1))
+        gx[:, N_STAMPS:].mul_((tip_mask * line.unsqueeze(1)).unsqueeze(2))
         ink = torch.bmm(gy.transpose(1, 2), gx)
-        threshold = sigma * _SQRT_2PI / spacing * torch.exp(-(width**2) / (2 * sigma**2))
+        threshold = line * torch.exp(-(width**2) / (2 * sigma**2))
         return (ink >= threshold.view(-1, 1, 1)).float()
 
-    def geometry(self, latents) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Steps 1–3 of the module docstring: the stamp centres ``(n, 2, Q)`` (x right, y down, in
-        the image's [-1, 1]² box), whether consecutive stamps lie on one stroke ``(n, Q - 1)``,
-        the pen half-width ``(n,)`` and the stamp spacing ``(n,)``."""
-        points, stamps, same_stroke = _glyph_tables()
+    def geometry(self, latents) -> tuple[torch.Tensor, ...]:
+        """Steps 1–3 of the module docstring: the stamp centres ``(n, 2, Q + E)`` (x right, y
+        down, in the image's [-1, 1]² box; ``Q`` along the strokes, then ``E`` tips: stroke ends
+        and sharp corners), whether consecutive stamps lie on one stroke ``(n, Q - 1)``, the
+        tip mask ``(n, E)`` (0: padding), the pen half-width ``(n,)`` and the stamp spacing
+        ``(n,)``."""
+        points, stamps, same_stroke, tip_mask = _glyph_tables()
         glyph = latents["label"].long() * N_VARIANTS + latents["variant"].long()
-        same_stroke = same_stroke.index_select(0, glyph)
+        same_stroke, tip_mask = same_stroke.index_select(0, glyph), tip_mask.index_select(0, glyph)
         ctrl = points.index_select(0, glyph) + latents["jitter"]
         x, y = torch.bmm(ctrl.transpose(1, 2), stamps.index_select(0, glyph)).unbind(1)
-        x = x - latents["slant"].unsqueeze(1) * y
+        x = x * latents["aspect"].unsqueeze(1) - latents["slant"].unsqueeze(1) * y
         # size normalisation: the bounding box centred, its longer side spanning the box
         lo_x, hi_x = x.aminmax(dim=1)
         lo_y, hi_y = y.aminmax(dim=1)
         unit = 2.0 / torch.maximum(hi_x - lo_x, hi_y - lo_y).clamp(min=1e-3)
-        length = unit * (torch.hypot(x.diff(dim=1), y.diff(dim=1)) * same_stroke).sum(dim=1)
+        steps = torch.hypot(x[:, :N_STAMPS].diff(dim=1), y[:, :N_STAMPS].diff(dim=1))
+        length = unit * (steps * same_stroke).sum(dim=1)
         # stroke-width normalisation: UCI's digits hold about equal ink whatever their length
         width = latents["width"] * (INK_LENGTH / length).clamp(*INK_RANGE)
         factor = latents["scale"] * (1.0 - width)
@@ -265,7 +302,8 @@ class DigitStrokeSimulator(Simulator):
         cos, sin = theta.cos(), theta.sin()
         shift = latents["shift"].unsqueeze(1)
         x, y = cos * x + sin * y + shift[..., 0], cos * y - sin * x + shift[..., 1]
-        return torch.stack([x, y], dim=1), same_stroke, width, length * factor / N_STAMPS
+        centres = torch.stack([x, y], dim=1)
+        return centres, same_stroke, tip_mask, width, length * factor / N_STAMPS
 
 
 @lru_cache(maxsize=1)
