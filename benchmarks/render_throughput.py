@@ -6,10 +6,13 @@ same ``render`` called on one image at a time in a Python loop over ``--naive`` 
 figure is given as wall-clock images/s (median and best of ``--repeats`` runs) and as images per
 CPU-second of this process (median), which does not count time the process spent waiting for a
 core on a shared machine; the speed-up is batched render over the naive loop, both in the same
-run. Goals (issue 3): ≥ 5,000 traffic images/s at
+run. The whole table is measured once per torch thread setting of ``--threads`` (default: one
+thread, then torch's default at start — run without ``OMP_NUM_THREADS`` for that), with the
+machine's ``uptime`` before and after. Goals (issue 3): ≥ 5,000 traffic images/s at
 64 × 64 and ≥ 20,000 digit images/s.
 
-    .venv/bin/python benchmarks/render_throughput.py [--batch 1000] [--repeats 7] [--naive 200] [--threads N]
+    .venv/bin/python benchmarks/render_throughput.py [--batch 1000] [--repeats 7] [--naive 200]
+        [--threads 1,2] [--only traffic|digits]
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
 import time
 
 import torch
@@ -62,10 +66,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--naive", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--threads", default=None,
+                        help="comma-separated torch thread counts (default: 1 and torch's default)")
+    parser.add_argument("--only", choices=("traffic", "digits"), default=None,
+                        help="measure one simulator only (default: both)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    default_threads = torch.get_num_threads()
+    settings = [int(t) for t in (args.threads or f"1,{default_threads}").split(",")]
     digits = DigitStrokeSimulator()
     cases = [
         ("traffic 64×64, counts", TrafficSimulator(), REAL_PSI, 5000),
@@ -73,16 +80,29 @@ def main() -> None:
         ("digits 8×8 (drawn at 32×32)", digits, digits.init_psi(), 20000),
     ]
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; machine: "
-          f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}; load average at start {os.getloadavg()[0]:.1f}; "
-          f"batch {args.batch}, {args.repeats} repeats, naive loop over {args.naive} images\n")
-    print("| simulator | simulate img/s: wall median / best / per CPU-s | batched render img/s: "
-          "wall median / best / per CPU-s | naive per-image loop img/s: wall / per CPU-s | "
-          "speed-up render / naive: wall / CPU | goal |")
-    print("|---|---|---|---|---|---|")
-    for name, sim, psi, goal in cases:
-        print(_row(name, sim, psi, goal, args), flush=True)
-    print(f"\nload average at end {os.getloadavg()[0]:.1f}")
+          f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} (default "
+          f"{default_threads} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); "
+          f"batch {args.batch}, {args.repeats} repeats, naive loop over {args.naive} images")
+    for threads in settings:
+        torch.set_num_threads(threads)
+        print(f"\n{threads} torch thread(s); uptime: {_uptime()}\n")
+        print("| simulator | simulate img/s: wall median / best / per CPU-s | batched render img/s: "
+              "wall median / best / per CPU-s | naive per-image loop img/s: wall / per CPU-s | "
+              "speed-up render / naive: wall / CPU | goal |")
+        print("|---|---|---|---|---|---|")
+        for name, sim, psi, goal in cases:
+            if args.only and not name.startswith(args.only):
+                continue
+            print(_row(name, sim, psi, goal, args), flush=True)
+    print(f"\nuptime at end: {_uptime()}")
+
+
+def _uptime() -> str:
+    """The machine's ``uptime`` line (users and load averages), or the load averages alone."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -92,6 +92,26 @@ def test_same_seed_same_batch_other_seed_other_batch(sim):
     assert not torch.equal(a.x, c.x)
 
 
+def test_rendering_runs_on_one_thread_and_restores_torch_setting(monkeypatch):
+    """simulate/render use one intra-op thread whatever torch's setting (issue 3: two threads
+    made this memory-bound renderer slower), give the same batch, and restore the setting."""
+    sim = TrafficSimulator()
+    seen = []
+    colour = sim.colour
+    monkeypatch.setattr(sim, "colour", lambda *a: seen.append(torch.get_num_threads()) or colour(*a))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = sim.simulate(REAL_PSI, 70, seed=9)  # 70 images: two chunks of the colour lookup
+        assert torch.get_num_threads() == 2 and seen == [1]
+        torch.set_num_threads(1)
+        one = sim.simulate(REAL_PSI, 70, seed=9)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one.x, two.x) and torch.equal(one.y, two.y)
+    assert one.x.is_contiguous()
+
+
 def test_log_prob_finite_and_differentiable_in_every_component(sim):
     batch = sim.simulate(REAL_PSI, 64, seed=0)
     psi = {k: v.clone().requires_grad_(True) for k, v in REAL_PSI.items()}
