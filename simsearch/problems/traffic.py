@@ -330,9 +330,13 @@ class _CountingNet(torch.nn.Module):
       early step pushes all counts down; a saturating non-negative map then goes flat and stays
       at the constant 0 (the collapse of issue 3: reward −0.740 = "predict 0");
     * the density is divided by ``DENSITY_SCALE`` (16): Adam moves every weight by about ``lr``
-      per step, and a sum over 256 cells multiplies that step; the scale keeps one step's change
-      of a count small (≈ a tenth of a car) instead of several cars;
-    * inputs are centred (x − 0.5) so the first layer starts unbiased towards bright pixels.
+      per step whatever the gradient's size, and the sum over 256 cells multiplies that step;
+      the scale makes one step's change of a count 16× smaller;
+    * inputs are centred (x − 0.5): with all-positive inputs the ReLU features start as one
+      brightness signal and the map again went flat.
+
+    Without either the scale or the centring the counter still ended at (near) a constant after
+    the problem's evaluation budget (M = 1,000, ξ = 5) in the runs that chose this design.
     """
 
     DENSITY_SCALE = 16.0
