@@ -42,11 +42,11 @@ BLACK_BOX = ("tpe", "reinforce")
 VAL_LOSSES = {"train": None, "expected_error": expected_error}
 
 
-def _sampler(name: str, problem, seed: int, val_loss: str):
+def _sampler(name: str, problem, seed: int, val_loss: str, step_size: float):
     start = problem.simulator.space.to_params(problem.simulator.init_psi())
     if name in METHODS:
         return AutoSimulateSampler(name, init=problem.simulator, seed=seed,
-                                   val_loss=VAL_LOSSES[val_loss])
+                                   val_loss=VAL_LOSSES[val_loss], step_size=step_size)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     from samplers.reinforce import ReinforceSampler
@@ -60,10 +60,11 @@ def _recommendation(name: str, study: optuna.Study, problem) -> dict[str, float]
     return study.best_trial.params
 
 
-def run_one(problem, name: str, seed: int, trials: int, every: int, val_loss: str) -> list[dict]:
+def run_one(problem, name: str, seed: int, trials: int, every: int, val_loss: str,
+            step_size: float) -> list[dict]:
     objective = problem.objective(accumulate=name in METHODS, seed=seed)
     study = optuna.create_study(direction=objective.direction,
-                                sampler=_sampler(name, problem, seed, val_loss),
+                                sampler=_sampler(name, problem, seed, val_loss, step_size),
                                 pruner=optuna.pruners.NopPruner())
     curve: list[dict] = []
     start = time.perf_counter()
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=5)
     parser.add_argument("--samplers", default=",".join((*METHODS, *BLACK_BOX)))
     parser.add_argument("--val-loss", choices=sorted(VAL_LOSSES), default="train")
+    parser.add_argument("--step-size", type=float, default=0.05, help="AutoSimulate's step_size")
     parser.add_argument("--out", default="out/autosimulate-reward")
     parser.add_argument("--load", nargs="+", metavar="JSON",
                         help="tabulate these result files of earlier runs instead of running")
@@ -117,10 +119,10 @@ def main() -> None:
         args.seeds = min(len(runs) for runs in results.values())
         args.trials = max(r[-1]["trials"] for runs in results.values() for r in runs)
     else:
-        print(f"AutoSimulate validation loss: {args.val_loss}")
+        print(f"AutoSimulate validation loss: {args.val_loss}, step_size {args.step_size}")
         for name in args.samplers.split(","):
-            results[name] = [run_one(problem, name, s, args.trials, args.every, args.val_loss)
-                             for s in range(args.seeds)]
+            results[name] = [run_one(problem, name, s, args.trials, args.every, args.val_loss,
+                                     args.step_size) for s in range(args.seeds)]
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{args.problem}.json").write_text(json.dumps(results, indent=1))
