@@ -219,11 +219,12 @@ class TrafficSimulator(Simulator):
         intersection (one of ``len(LENGTHS) × 3`` precomputed maps), then cars and houses pasted
         block by block."""
         layout = latents["length"].long() * len(INTERSECTIONS) + latents["intersection"].long()
-        material = self._layouts[layout]
+        material = self._layouts.index_select(0, layout)  # a copy, pasted into below
         on_road = self._on_road(latents)
         cars = (latents["car"] > 0.5) & on_road
         types = latents["car_type"].long()
-        car = torch.where(self._templates[types] & cars[..., None, None],
+        shapes = self._templates.index_select(0, types.view(-1)).view(*types.shape, -1, self.car_width)
+        car = torch.where(shapes & cars[..., None, None],
                           (CAR0 + types).to(torch.uint8)[..., None, None], _CLEAR)
         self._paste(material, car, self.centre - self.car_width // 2)
         houses = (latents["house"] > 0.5) & on_road.unsqueeze(-1)
