@@ -2,11 +2,14 @@
 
 Each configuration is a fresh study on a Journal file or a fresh PostgreSQL database, run by W
 worker processes (``python -m simsearch worker``) to a budget of ``--trials`` trials of a cheap
-problem (gmm2d, M = 100, ξ = 1, random sampler). Throughput is counted from the first trial's
-start to the last trial's end as recorded in the storage, so interpreter start-up is left out.
-All configurations run in one invocation, so their ratios are comparable.
+problem (gmm2d, M = 100, ξ = 1) with each sampler of ``--samplers`` (default: random; ``reinforce``
+is ReinforceSampler with the CLI's K = 8, whose workers wait at each generation's end for the
+previous generation's last trials). Throughput is counted from the first trial's start to the last
+trial's end as recorded in the storage, so interpreter start-up is left out. All configurations run
+in one invocation, so their ratios are comparable.
 
-    .venv/bin/python benchmarks/workers_throughput.py [--trials 32] [--postgres URL] [--overhead-only]
+    .venv/bin/python benchmarks/workers_throughput.py [--trials 32] [--samplers random reinforce]
+        [--postgres URL] [--overhead-only]
 
 It first prints the per-trial cost of the storage itself in one process (a trivial objective, and
 the worker's budget and stale checks on a 32-trial study).
@@ -15,6 +18,7 @@ the worker's budget and stale checks on a 32-trial study).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import subprocess
 import sys
@@ -30,10 +34,10 @@ from simsearch.workers import budget_state, fail_stale_trials, open_storage
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(url: str, workers: int, trials: int) -> tuple[float, float]:
+def run(url: str, workers: int, trials: int, sampler: str) -> tuple[float, float]:
     """(trials per minute, seconds) of ``workers`` processes finishing ``trials`` trials."""
     cmd = [sys.executable, "-m", "simsearch", "worker", "--storage", url, "--study", "bench",
-           "--problem", "gmm2d", "--sampler", "random", "--trials", str(trials),
+           "--problem", "gmm2d", "--sampler", sampler, "--trials", str(trials),
            "--n-samples", "100", "--epochs", "1", "--heartbeat", "5"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL) for _ in range(workers)]
@@ -79,6 +83,7 @@ def _drop(admin, name: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=32)
+    parser.add_argument("--samplers", nargs="+", default=["random"], choices=["random", "reinforce"])
     parser.add_argument("--overhead-only", action="store_true",
                         help="only the per-trial storage overheads (one process, trivial objective)")
     parser.add_argument("--postgres", default=os.environ.get(
@@ -103,9 +108,9 @@ def main() -> None:
             _drop(admin, name)
         if args.overhead_only:
             return
-        print("| storage | workers | seconds | trials / min | speed-up vs 1 worker |")
-        print("|---|---|---|---|---|")
-        for storage in ("journal", "postgres"):
+        print("| sampler | storage | workers | seconds | trials / min | speed-up vs 1 worker |")
+        print("|---|---|---|---|---|---|")
+        for sampler, storage in itertools.product(args.samplers, ("journal", "postgres")):
             base = None
             for workers in (1, 2, 4):
                 name = f"simsearch_bench_{uuid.uuid4().hex[:8]}"
@@ -114,13 +119,13 @@ def main() -> None:
                 else:
                     url = _database(admin, args.postgres, name)
                 try:
-                    rate, seconds = run(url, workers, args.trials)
+                    rate, seconds = run(url, workers, args.trials, sampler)
                 finally:
                     if storage == "postgres":
                         _drop(admin, name)
                 base = base or rate
-                print(f"| {storage} | {workers} | {seconds:.1f} | {rate:.1f} | {rate / base:.2f} |",
-                      flush=True)
+                print(f"| {sampler} | {storage} | {workers} | {seconds:.1f} | {rate:.1f} | "
+                      f"{rate / base:.2f} |", flush=True)
     admin.close()
 
 
