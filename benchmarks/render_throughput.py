@@ -8,8 +8,10 @@ CPU-second of this process (median), which does not count time the process spent
 core on a shared machine; the speed-up is batched render over the naive loop, both in the same
 run. The whole table is measured once per torch thread setting of ``--threads`` (default: one
 thread, then torch's default at start — run without ``OMP_NUM_THREADS`` for that), with the
-machine's ``uptime`` before and after. Goals (issue 3): ≥ 5,000 traffic images/s at
-64 × 64 and ≥ 20,000 digit images/s.
+machine's ``uptime`` before and after. ``THP_MEM_ALLOC_ENABLE=1`` (PyTorch's switch for
+transparent huge pages in its CPU allocator) makes the kernel fault in a fresh output batch in
+2 MB pages instead of 4 kB ones; the header says whether it was set. Goals (issue 3):
+≥ 5,000 traffic images/s at 64 × 64 and ≥ 20,000 digit images/s.
 
     .venv/bin/python benchmarks/render_throughput.py [--batch 1000] [--repeats 7] [--naive 200]
         [--threads 1,2] [--only traffic|digits]
@@ -81,7 +83,8 @@ def main() -> None:
     ]
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; machine: "
           f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} (default "
-          f"{default_threads} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); "
+          f"{default_threads} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+          f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}); "
           f"batch {args.batch}, {args.repeats} repeats, naive loop over {args.naive} images")
     for threads in settings:
         torch.set_num_threads(threads)
