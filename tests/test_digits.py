@@ -201,8 +201,10 @@ def test_each_psi_component_moves_its_statistic(sim):
     assert _centroids(x_of(shift=[0.4, 0.0], scale=0.7))[0].mean() > small[0].mean() + 1.0
     assert _centroids(x_of(shift=[0.0, 0.4], scale=0.7))[1].mean() > small[1].mean() + 1.0
     assert _centroids(x_of(shift_std=0.3, scale=0.7))[0].std() > 3 * small[0].std()
-    spread = [x_of(jitter=j, **ones).std(dim=0).mean() for j in (0.005, 0.25)]
+    spread = [x_of(jitter=j, warp=0.005, **ones).std(dim=0).mean() for j in (0.005, 0.25)]
     assert spread[1] > 1.3 * spread[0]
+    heights = [_centroids(x_of(warp=w, jitter=0.005))[1].std() for w in (0.005, 0.5)]
+    assert heights[1] > 1.5 * heights[0]  # the waist moves the ink up and down
     assert (x_of(noise=3.0) > 0).float().mean() > (base > 0).float().mean() + 0.1
     for i in range(10):
         logits = torch.zeros(10)

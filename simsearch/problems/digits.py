@@ -7,8 +7,9 @@ from 43 writers). UCI's preprocessing (NIST's programs) size-normalised each sca
 
 1. a glyph — one of a few handwriting variants of the class (e.g. a '1' with or without flag and
    base, a '7' with or without a crossbar), each a few strokes (polylines in [-1, 1]²) — with every
-   control point displaced (``jitter``), made narrower or wider (``aspect``) and sheared
-   (``slant``);
+   control point displaced (``jitter``), smoothly warped (``warp``: the waist of a '3' or an '8'
+   moves up or down, the top grows wider than the bottom, the glyph bows), made narrower or
+   wider (``aspect``) and sheared (``slant``);
 2. size-normalised as UCI's are: the ink's bounding box is centred and scaled, keeping the aspect
    ratio, until its longer side spans the 32-pixel box (ink touching the top and bottom edges);
    and stroke-width normalised: UCI's digits hold about the same ink (≈ 20 full cells of 64)
@@ -31,7 +32,7 @@ overlap of the two small: the edge moves out by at most 7 %).
 Per-sample latents (ancestral order): the class (Categorical over ``class_logits``), the glyph
 variant (uniform), stroke width (log-normal around ψ), slant (normal), aspect (log-normal),
 rotation (normal), scale (log-normal), translation (normal), a displacement of every control
-point (``jitter``) and pixel noise.
+point (``jitter``), the warp's coefficients (normal) and pixel noise.
 
 Problems (sim-to-real, LTS §4.5 in spirit; Meta-Sim §4.1, Table 1 for the rotation gap):
 
@@ -204,7 +205,8 @@ class DigitStrokeSimulator(Simulator):
     ``rotation`` / ``rotation_std`` degrees counter-clockwise (−180–180; 0 / 0.5–45; 5), ``scale``
     size relative to UCI's normalised size (0.4–1.3; 1), ``shift`` (2,) mean translation and
     ``shift_std`` (−0.5–0.5; 0 / 0.005–0.4; 0.03), ``jitter`` control-point displacement std
-    (0.005–0.3; 0.1), ``noise`` pixel noise std on the 0–16 scale (0.01–3; 0.3),
+    (0.005–0.3; 0.1), ``warp`` std of the smooth warp's three coefficients (0.005–0.5; 0.15),
+    ``noise`` pixel noise std on the 0–16 scale (0.01–3; 0.3),
     ``class_logits`` (10,) (−3–3; 0). Lengths are in units of the half-image (the image spans
     [-1, 1]); ``jitter`` in units of the glyph (2 high), before normalisation.
     """
@@ -224,6 +226,8 @@ class DigitStrokeSimulator(Simulator):
                 Parameter("shift", -0.5, 0.5, 0.0, shape=(2,), doc="mean translation (x, y)"),
                 Parameter("shift_std", 0.005, 0.4, 0.03, doc="std of the translation"),
                 Parameter("jitter", 0.005, 0.3, 0.1, doc="std of each control point's displacement"),
+                Parameter("warp", 0.005, 0.5, 0.15,
+                          doc="std of the smooth warp: waist height, top/bottom width, bow"),
                 Parameter("noise", 0.01, 3.0, 0.3, doc="pixel noise std (0–16 scale)"),
                 Parameter("class_logits", -3.0, 3.0, 0.0, shape=(10,), doc="digit class logits"),
             ]
@@ -247,6 +251,7 @@ class DigitStrokeSimulator(Simulator):
             "shift": Normal(per_sample(psi["shift"], 2), per_sample(psi["shift_std"], 2), **fast),
             "jitter": Normal(torch.zeros(n, *points.shape[1:]), per_sample(psi["jitter"], 1, 1),
                              **fast),
+            "warp": Normal(torch.zeros(n, 3), per_sample(psi["warp"], 1), **fast),
             "noise": Normal(torch.zeros(n, LOW_RES, LOW_RES), per_sample(psi["noise"], 1, 1),
                             **fast),
         }
@@ -286,6 +291,11 @@ class DigitStrokeSimulator(Simulator):
         same_stroke, tip_mask = same_stroke.index_select(0, glyph), tip_mask.index_select(0, glyph)
         ctrl = points.index_select(0, glyph) + latents["jitter"]
         x, y = torch.bmm(ctrl.transpose(1, 2), stamps.index_select(0, glyph)).unbind(1)
+        # smooth warp, fixing the top and bottom lines: y += a (1 - y²) moves the waist up or down,
+        # x += b x y widens the top and narrows the bottom or back, x += c (1 - y²) bows the glyph
+        waist, taper, bow = latents["warp"].unsqueeze(2).unbind(1)
+        bulge = 1.0 - y * y
+        x, y = x + taper * x * y + bow * bulge, y + waist * bulge
         x = x * latents["aspect"].unsqueeze(1) - latents["slant"].unsqueeze(1) * y
         # size normalisation: the bounding box centred, its longer side spanning the box
         lo_x, hi_x = x.aminmax(dim=1)
