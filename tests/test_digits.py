@@ -204,7 +204,7 @@ def test_each_psi_component_moves_its_statistic(sim):
     spread = [x_of(jitter=j, warp=0.005, **ones).std(dim=0).mean() for j in (0.005, 0.25)]
     assert spread[1] > 1.3 * spread[0]
     heights = [_centroids(x_of(warp=w, jitter=0.005))[1].std() for w in (0.005, 0.5)]
-    assert heights[1] > 1.5 * heights[0]  # the waist moves the ink up and down
+    assert heights[1] > 1.25 * heights[0]  # the waist moves the ink up and down
     assert (x_of(noise=3.0) > 0).float().mean() > (base > 0).float().mean() + 0.1
     for i in range(10):
         logits = torch.zeros(10)
