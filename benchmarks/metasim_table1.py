@@ -41,6 +41,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=MetaSimConfig.iterations)
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at the same time")
     parser.add_argument("--threads", type=int, default=1)
+    # ablations of the defaults (MetaSimConfig's docstring gives the reasons for them)
+    parser.add_argument("--modes", default="mmd,task,both")
+    parser.add_argument("--restarts", type=int, default=MetaSimConfig.restarts)
+    parser.add_argument("--task-weight", type=float, default=MetaSimConfig.task_weight)
+    parser.add_argument("--no-docs", action="store_true", help="do not copy the plots to docs/")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     date = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
@@ -50,8 +55,9 @@ def main() -> None:
     problem = problems.get(args.problem)
     seeds = list(range(args.seeds))
     start = time.perf_counter()
-    run_metasim(args.problem, seeds=seeds, config=MetaSimConfig(iterations=args.iterations),
-                out=args.out, jobs=args.jobs)
+    modes = args.modes.split(",")
+    config = MetaSimConfig(iterations=args.iterations, restarts=args.restarts, task_weight=args.task_weight)
+    run_metasim(args.problem, modes, seeds, config, out=args.out, jobs=args.jobs)
     psi90 = problem.simulator.init_psi()
     psi90["rotation"] = torch.tensor(90.0)
     references = {
@@ -67,9 +73,11 @@ def main() -> None:
     print("| Reference | Test |\n|---|---|")
     for name, mean, std in rows:
         print(f"| {name} | {100 * mean:.1f} ± {100 * std:.1f} |")
+    if args.no_docs:
+        return
     docs = Path(__file__).resolve().parents[1] / "docs"
     stem = "metasim_" + args.problem.replace("-", "_")
-    for mode in ("mmd", "task", "both"):
+    for mode in modes:
         shutil.copy(Path(args.out, f"samples_{mode}.png"), docs / f"{stem}_samples_{mode}.png")
     shutil.copy(Path(args.out, "curves.png"), docs / f"{stem}_curves.png")
 
