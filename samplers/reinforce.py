@@ -44,12 +44,13 @@ share one chain:
   waits it fails stale trials by :func:`simsearch.workers.fail_stale_trials` with ``wait_timeout`` as
   the grace period (a member whose worker was killed: its process is gone on this host, it sent no
   heartbeat for that long from another host, or Optuna's heartbeat on RDB storages), so one crash
-  cannot hang the study. It never waits on a trial that the same thread started with this sampler
-  (it may be an abandoned ``ask``), so a single process optimising sequentially never waits, while
-  ``n_jobs`` threads wait for each other. If the generation is still unfinished after
-  ``wait_timeout`` seconds, or a blocking member is its own, the trial is drawn from the newest
-  policy it can compute, with a warning when it timed out; such an off-policy member stays out of
-  its generation's update;
+  cannot hang the study; the waiting trial carries its process's worker tag
+  (:func:`simsearch.workers.tag_trial`), so others' stale checks see it alive. It never waits on a
+  trial that the same thread started with this sampler (it may be an abandoned ``ask``), so a single
+  process optimising sequentially never waits, while ``n_jobs`` threads wait for each other. If the
+  generation is still unfinished after ``wait_timeout`` seconds, or a blocking member is its own,
+  the trial is drawn from the newest policy it can compute, with a warning when it timed out; such
+  an off-policy member stays out of its generation's update;
 * **exactly one update per generation**: the update is a deterministic float64 function of the
   previous policy and its finished members, so every process that computes it gets the same policy
   and the same id; the lowest-numbered stored copy is canonical, and every process reads the same
@@ -287,8 +288,11 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
             if not replay.unfinished or any(self._mine.get(self._key(study, n)) == threading.get_ident()
                                             for n in replay.unfinished):
                 break  # never wait on this thread's own trial: it may be an abandoned ``ask``
+            from simsearch.workers import fail_stale_trials, tag_trial  # lazily: most runs never wait
+
             if waiting_since is None:
                 waiting_since = time.monotonic()
+                tag_trial(study._storage, trial._trial_id)  # alive to others' stale checks
                 _logger.info("ReinforceSampler: trial %d (generation %d) waits for trials %s of "
                              "generation %d to finish", trial.number, generation,
                              replay.unfinished, replay.generation)
@@ -301,8 +305,6 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
                     f"{generation}'s update", UserWarning, stacklevel=2)
                 break
             time.sleep(self._poll)
-            from simsearch.workers import fail_stale_trials  # lazily: most runs never wait
-
             fail_stale_trials(study, self._wait_timeout)
             trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
         policy = replay.policy

@@ -84,6 +84,7 @@ __all__ = [
     "open_storage",
     "run_worker",
     "stale_reason",
+    "tag_trial",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -170,6 +171,14 @@ class WorkerTag:
                 return True
             return True
         return self.pid_start is None or start == self.pid_start
+
+
+def tag_trial(storage: BaseStorage, trial_id: int, tag: WorkerTag | None = None) -> None:
+    """Tag a running trial with its worker (default: this process), so that the stale rule sees it
+    alive while that process lives; a trial tagged already keeps its tag."""
+    if TAG_KEY not in storage.get_trial_system_attrs(trial_id):
+        tag = tag or WorkerTag.current()
+        storage.set_trial_system_attr(trial_id, TAG_KEY, {**tag.__dict__, "started": time.time()})
 
 
 def stale_reason(trial: FrozenTrial, grace_period: float, now: float | None = None) -> str | None:
@@ -322,7 +331,7 @@ def run_worker(
 
     def tagged(trial: optuna.Trial) -> float:
         storage = study._storage
-        storage.set_trial_system_attr(trial._trial_id, TAG_KEY, {**tag.__dict__, "started": time.time()})
+        tag_trial(storage, trial._trial_id, tag)
         if trial.number not in budget_state(study, n_trials).budget:
             storage.set_trial_system_attr(trial._trial_id, SURPLUS_KEY, True)
             report.surplus.append(trial.number)

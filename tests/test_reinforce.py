@@ -191,6 +191,41 @@ def test_fail_running_and_enqueued_trials_never_enter_an_update(tmp_path):
     assert len(chain) - 1 > before
 
 
+def test_a_member_waits_for_another_workers_trial_and_times_out_with_a_warning():
+    """K = 2. Trial 1 runs in "another worker" (tagged with a live process, so never stale): trial 2
+    (generation 1) waits until it finishes and then draws from the policy after update 0. Trial 3
+    never finishes: trial 4 (generation 2) gives up after ``wait_timeout``, warns, and draws from
+    generation 1's policy, which leaves it out of generation 2's update."""
+    import threading
+
+    from simsearch.workers import TAG_KEY, WorkerTag
+
+    sampler = ReinforceSampler(search_space=SPACE, population_size=2, seed=11, wait_timeout=0.5,
+                               poll_interval=0.02)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(neg_sq_distance, n_trials=1)
+
+    def foreign() -> int:  # a trial made through the storage: not this sampler's own
+        trial_id = study._storage.create_new_trial(study._study_id)
+        study._storage.set_trial_system_attr(trial_id, TAG_KEY,
+                                             {**WorkerTag.current().__dict__, "started": time.time()})
+        return trial_id
+
+    other = foreign()
+    threading.Timer(0.3, study._storage.set_trial_state_values,
+                    (other, TrialState.COMPLETE, [0.0])).start()
+    study.optimize(neg_sq_distance, n_trials=1)
+    record = study.trials[2].system_attrs[_KEY]  # drawn after update 0: it waited for trial 1
+    assert (record["generation"], record["drawn_from"], record["from_trials"]) == (1, 1, [0])
+
+    foreign()  # trial 3: never finishes
+    with pytest.warns(UserWarning, match=r"trial 4 \(generation 2\) waited 0.5 s .* trials \[3\]"):
+        study.optimize(neg_sq_distance, n_trials=1)
+    record = study.trials[4].system_attrs[_KEY]
+    assert (record["generation"], record["drawn_from"]) == (2, 1)
+    assert study.trials[3].state == TrialState.RUNNING  # alive: not failed as stale
+
+
 def test_seeded_runs_reproduce_and_unseeded_workers_differ():
     def run(seed):
         study = optuna.create_study(
