@@ -2,13 +2,14 @@
 and from an adversarial start, against the reward of a model trained on data from ψ_real.
 
 Reward: −ℓ1 count error on the validation set of the problem's counting CNN trained from scratch
-for ξ epochs on M images per trial. The ψ_real reference is the mean reward of ``--reference``
-trials of the same objective at ψ_real. Random start: ψ drawn uniformly inside the bounds (seeded).
+for ξ epochs on M images per trial (default: the problem's own trial settings). The ψ_real
+reference is the mean reward of ``--reference`` trials of the same objective at ψ_real. Random
+start: ψ drawn uniformly inside the bounds (seeded).
 Adversarial start: every component at the bound farther from ψ_real. Reported: the mean reward of
 each generation and the first generation whose mean reward has covered 90 % of the way from the
 first generation's mean to the ψ_real reward.
 
-    .venv/bin/python benchmarks/reinforce_traffic.py --generations 10 --population 4 --samples 100 --epochs 1
+    .venv/bin/python benchmarks/reinforce_traffic.py --generations 50 --population 4
 """
 
 from __future__ import annotations
@@ -25,12 +26,27 @@ from samplers.reinforce import _KEY, ReinforceSampler
 from simsearch.problems import get
 
 
+def _progress(name: str, k: int):
+    """An Optuna callback printing each generation's mean reward as soon as it is complete (so a
+    run cut short still shows its curve)."""
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if (trial.number + 1) % k == 0:
+            values = [t.value for t in study.trials[-k:] if t.value is not None]
+            print(f"  {name}: generation {trial.number // k} mean reward {np.mean(values):.3f}",
+                  flush=True)
+
+    return callback
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--generations", type=int, default=10)
     parser.add_argument("--population", type=int, default=4, help="K")
-    parser.add_argument("--samples", type=int, default=100, help="M")
-    parser.add_argument("--epochs", type=int, default=1, help="ξ")
+    parser.add_argument("--samples", type=int, default=None, help="M (default: the problem's)")
+    parser.add_argument("--epochs", type=int, default=None, help="ξ (default: the problem's)")
+    parser.add_argument("--starts", nargs="+", choices=("random", "adversarial"),
+                        default=["random", "adversarial"])
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--reference", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
@@ -39,9 +55,10 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     problem = get("traffic-count")
     space = problem.simulator.space
-    objective = problem.objective(n_samples=args.samples, epochs=args.epochs, seed=args.seed)
+    samples, epochs = args.samples or problem.n_samples, args.epochs or problem.epochs
+    objective = problem.objective(n_samples=samples, epochs=epochs, seed=args.seed)
     print(f"# ReinforceSampler on traffic-count — {platform.node()}, K={args.population}, "
-          f"lr={args.lr}, σ²=0.05 (fixed), Adam, M={args.samples}, ξ={args.epochs}, "
+          f"lr={args.lr}, σ²=0.05 (fixed), Adam, M={samples}, ξ={epochs}, "
           f"{args.generations} generations, seed {args.seed}")
     reference = optuna.create_study(direction=objective.direction)
     for _ in range(args.reference):
@@ -55,14 +72,16 @@ def main() -> None:
         "random": space.from_flat(np.random.default_rng(args.seed).uniform(low, high)),
         "adversarial": space.from_flat(np.where(real_flat - low > high - real_flat, low, high)),
     }
-    for name, psi in starts.items():
+    for name in args.starts:
+        psi = starts[name]
         sampler = ReinforceSampler.for_simulator(problem.simulator, init=psi,
                                                  population_size=args.population,
                                                  learning_rate=args.lr, seed=args.seed)
         study = optuna.create_study(direction=objective.direction, sampler=sampler,
                                     pruner=optuna.pruners.NopPruner())  # every trial trains ξ epochs
         start = time.perf_counter()
-        study.optimize(objective, n_trials=args.population * args.generations)
+        study.optimize(objective, n_trials=args.population * args.generations,
+                       callbacks=[_progress(name, args.population)])
         by_generation: dict[int, list[float]] = {}
         for t in study.trials:
             if t.value is not None:
