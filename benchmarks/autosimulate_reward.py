@@ -85,6 +85,13 @@ def run_one(problem, name: str, seed: int, trials: int, every: int, val_loss: st
     return curve
 
 
+START = "_start"  # key of the start ψ's scores in a result file
+
+
+def _score_start(problem, seeds: int) -> list[dict]:
+    return [problem.score(problem.simulator.init_psi(), seed=s) for s in range(seeds)]
+
+
 def _mean_curve(runs: list[list[dict]], key: str) -> tuple[list[int], np.ndarray]:
     n = min(len(r) for r in runs)
     images = [runs[0][i]["images"] for i in range(n)]
@@ -113,21 +120,27 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     problem = get(args.problem)
     results: dict[str, list[list[dict]]] = {}
+    init: list[dict] | None = None
     if args.load:
         for path in args.load:
-            results.update(json.loads(Path(path).read_text()))
+            loaded = json.loads(Path(path).read_text())
+            init = loaded.pop(START, None) or init  # the start ψ scored in the run's own process
+            results.update(loaded)
         args.seeds = min(len(runs) for runs in results.values())
         args.trials = max(r[-1]["trials"] for runs in results.values() for r in runs)
     else:
         print(f"AutoSimulate validation loss: {args.val_loss}, step_size {args.step_size}")
+        init = _score_start(problem, args.seeds)
         for name in args.samplers.split(","):
             results[name] = [run_one(problem, name, s, args.trials, args.every, args.val_loss,
                                      args.step_size) for s in range(args.seeds)]
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"{args.problem}.json").write_text(json.dumps(results, indent=1))
+        (out / f"{args.problem}.json").write_text(json.dumps({START: init, **results}, indent=1))
 
-    init = [problem.score(problem.simulator.init_psi(), seed=s) for s in range(args.seeds)]
+    if init is None:
+        print("(the loaded runs hold no start score: the start ψ is scored now, with the code of now)")
+        init = _score_start(problem, args.seeds)
     print(f"problem {args.problem}: M={problem.n_samples}, ξ={problem.epochs}, {args.trials} trials, "
           f"{args.seeds} seeds; scored with {problem.eval_n_samples} samples × {problem.eval_epochs} epochs")
     print(f"start ψ (declared init): val {np.mean([r['val'] for r in init]):.3f}, "
