@@ -7,7 +7,7 @@
                                                           PNG grid of samples at a ψ
     simsearch compare --problem gmm2d --samplers random,tpe,bayesopt --seeds 2 --trials 10 --out out/compare
                                                           samplers side by side: report.md, plots
-    simsearch metasim --problem digits-rot --seeds 3 --iterations 100 --out out/metasim
+    simsearch metasim --problem digits-rot --seeds 3 --out out/metasim
                                                           Meta-Sim's distribution transformer: report
     simsearch worker --storage journal:out/study.log --study s1 --problem gmm2d --sampler tpe --trials 40
                                                           join a shared study (start several)
@@ -24,6 +24,7 @@ from pathlib import Path
 import optuna
 
 from simsearch import problems
+from simsearch.metasim import MetaSimConfig
 from simsearch.sampler_registry import make_sampler
 
 __all__ = ["main", "run_study"]
@@ -146,9 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--problem", default="digits-rot")
     p.add_argument("--modes", default="mmd,task,both", help="comma-separated: mmd, task, both")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0 … N-1)")
-    p.add_argument("--iterations", type=int, default=100, help="Algorithm 1 iterations per run")
-    p.add_argument("--batch-size", type=int, default=256, help="scenes per iteration")
-    p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate of the transformer")
+    defaults = MetaSimConfig()
+    p.add_argument("--iterations", type=int, default=defaults.iterations,
+                   help="Algorithm 1 iterations per run, the restarts' included")
+    p.add_argument("--restarts", type=int, default=defaults.restarts,
+                   help="pre-trained starts; the best after --restart-iterations is continued")
+    p.add_argument("--restart-iterations", type=int, default=defaults.restart_iterations)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="scenes per iteration")
+    p.add_argument("--lr", type=float, default=defaults.lr,
+                   help="Adam learning rate of the transformer")
     p.add_argument("--out", default="out/metasim")
     p.set_defaults(func=_cmd_metasim)
 
@@ -211,10 +218,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_metasim(args: argparse.Namespace) -> int:
-    from simsearch.metasim import MetaSimConfig, run_metasim
+    from simsearch.metasim import run_metasim
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    config = MetaSimConfig(iterations=args.iterations, batch_size=args.batch_size, lr=args.lr)
+    config = MetaSimConfig(iterations=args.iterations, restarts=args.restarts,
+                           restart_iterations=args.restart_iterations,
+                           batch_size=args.batch_size, lr=args.lr)
     run_metasim(args.problem, modes, list(range(args.seeds)), config, args.out)
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0

@@ -50,3 +50,18 @@ def test_cli_errors_name_the_problem(capsys):
     assert "unknown problem 'nope'; known problems: gmm2d" in capsys.readouterr().err
     assert main(["problems"]) == 0
     assert "gmm2d" in capsys.readouterr().out
+
+
+def test_cli_metasim_passes_the_config_defaults_and_overrides(monkeypatch, tmp_path):
+    import simsearch.metasim as metasim
+
+    seen = []
+    monkeypatch.setattr(metasim, "run_metasim", lambda *args: seen.append(args))
+    assert main(["metasim", "--seeds", "2", "--out", str(tmp_path)]) == 0
+    assert main(["metasim", "--modes", "both", "--restarts", "1", "--iterations", "7",
+                 "--out", str(tmp_path)]) == 0
+    (problem, modes, seeds, config, out), override = seen[0], seen[1][3]
+    assert (problem, modes, seeds, out) == ("digits-rot", ["mmd", "task", "both"], [0, 1],
+                                            str(tmp_path))
+    assert config == metasim.MetaSimConfig()  # the CLI runs what the Python API runs by default
+    assert (override.restarts, override.iterations, seen[1][1]) == (1, 7, ["both"])
