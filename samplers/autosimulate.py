@@ -15,8 +15,9 @@ running mean of ‖g‖², not one per coordinate): the step, ``step_size`` · m
 a rescaling of the gradient, has a Euclidean length of about ``step_size`` in u, and points along
 the (momentum-averaged) hypergradient. Per-coordinate Adam would not: its first step is
 ``step_size`` · sign(g), so every coordinate moves by the same fraction of its range whether its
-component of the gradient is signal or score-function noise — on ``digits`` (22 coordinates) that
-walked ψ far from its start in a random direction (BENCHMARKS.md, issue 5). The momentum averages
+component of the gradient is signal or score-function noise (on ``gmm2d`` such first steps cost
+0.03–0.10 validation accuracy where steps along the gradient cost under 0.005; BENCHMARKS.md,
+issue 5, ``benchmarks/autosimulate_gradcheck.py``). The momentum averages
 the noise of the one-data-set estimate, and when successive estimates disagree ‖m̂‖ falls below
 √v̂, so the step shrinks. The step is projected onto the box, so ψ stays inside the bounds. The
 Adam moments travel with ψ_{t+1} in the storage.
