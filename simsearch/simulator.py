@@ -37,7 +37,8 @@ True
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import optuna
@@ -46,7 +47,10 @@ from torch.distributions import Distribution
 
 from simsearch.parameters import Parameter, ParameterSpace, Psi
 
-__all__ = ["BaseSimulator", "BlackBoxSimulator", "LatentSpec", "SimulatedBatch", "Simulator"]
+__all__ = [
+    "BaseSimulator", "BlackBoxSimulator", "LatentSpec", "SimulatedBatch", "Simulator",
+    "one_torch_thread",
+]
 
 LatentSpec = Distribution | Callable[[dict[str, torch.Tensor]], Distribution]
 """A latent's distribution, or a function of the latents drawn before it returning one."""
@@ -192,6 +196,24 @@ class BlackBoxSimulator(BaseSimulator):
     def _draw(self, psi: Psi, n: int, generator: torch.Generator) -> SimulatedBatch:
         x, y = self.sample(psi, n, generator)
         return SimulatedBatch(latents={}, x=x, y=y)
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run the enclosed torch ops on one intra-op thread, then restore torch's setting.
+
+    For renderers that are memory-bound or made of many small batched ops (the traffic and digit
+    renderers): a second thread adds little on two cores, and every parallel region waits for its
+    slowest thread, so on a shared machine torch's default (one thread per core) made rendering up
+    to 3× slower than one thread (issue 3). Inside, rendering speed does not depend on
+    ``torch.set_num_threads``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _check_batch(batch: SimulatedBatch, n: int, who: str) -> None:

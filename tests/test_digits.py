@@ -246,3 +246,25 @@ def test_problem_wiring(name):
     study.optimize(objective, n_trials=1)
     assert 0.0 <= study.trials[0].value <= 1.0
     assert math.isclose(problem.simulator.init_psi()["rotation"].item(), 0.0)
+
+
+def test_sampling_and_rendering_run_on_one_thread_and_restore_torch_setting(monkeypatch):
+    sim = DigitStrokeSimulator()
+    seen = []
+    draw, distributions = sim.draw, sim.distributions
+    monkeypatch.setattr(sim, "draw", lambda *a: seen.append(("draw", torch.get_num_threads()))
+                        or draw(*a))
+    monkeypatch.setattr(sim, "distributions", lambda *a: seen.append(
+        ("distributions", torch.get_num_threads())) or distributions(*a))
+    psi = sim.init_psi()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = sim.simulate(psi, 50, seed=3)
+        assert torch.get_num_threads() == 2
+        assert seen == [("distributions", 1), ("draw", 1)]
+        torch.set_num_threads(1)
+        one = sim.simulate(psi, 50, seed=3)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one.x, two.x) and torch.equal(one.y, two.y)

@@ -34,16 +34,13 @@ Labels (``label=``): ``"counts"`` — per-type car counts, float ``(n, 5)`` (LTS
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 import torch.nn.functional as F
 from torch.distributions import Bernoulli, Categorical, Uniform
 
 from simsearch.parameters import Parameter, Psi
 from simsearch.problems._base import Problem
-from simsearch.simulator import Simulator
+from simsearch.simulator import Simulator, one_torch_thread
 
 __all__ = [
     "CAR_TYPES",
@@ -185,16 +182,16 @@ class TrafficSimulator(Simulator):
         }
 
     def _draw(self, psi: Psi, n: int, generator: torch.Generator):
-        """Sampling and rendering on one intra-op thread (see :func:`_one_thread`): the
+        """Sampling and rendering on one intra-op thread (:func:`one_torch_thread`): the
         distributions' small batched ops (a ``logsumexp`` over ``(n, blocks, 5)``) are not worth
         a parallel region either."""
-        with _one_thread():
+        with one_torch_thread():
             return super()._draw(psi, n, generator)
 
     # -- rendering ----------------------------------------------------------------------------
     def render(self, latents):
-        """Images and labels of the whole batch, on one intra-op thread (see :func:`_one_thread`)."""
-        with _one_thread():
+        """Images and labels of the whole batch, on one intra-op thread (:func:`one_torch_thread`)."""
+        with one_torch_thread():
             material = self.materials(latents)
             x = self.colour(material, latents)
             if self.label == "counts":
@@ -301,22 +298,6 @@ class TrafficSimulator(Simulator):
         offsets = ((weather * s + row.unsqueeze(0)) * 2 + streak.unsqueeze(0).long()) * m
         channel = torch.arange(3).view(1, 3, 1, 1) * (len(WEATHERS) * s * 2 * m)
         return (offsets.reshape(-1, 1, s, s) + channel).to(torch.int32).flatten(1)
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run the enclosed torch ops on one intra-op thread, then restore torch's setting.
-
-    The renderer is memory-bound (uint8 maps and table lookups): a second thread adds nothing on
-    two cores, and every parallel region waits for its slowest thread, so on a shared machine
-    torch's default (one thread per core) made rendering 3× slower than one thread (issue 3).
-    With this, rendering speed does not depend on ``torch.set_num_threads``."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 # -- main task models -------------------------------------------------------------------------
