@@ -14,8 +14,9 @@ is evaluated directly, F after the step minus F at ψ₀ (the same common random
 sampler's step, 0.05 · ĝ/‖ĝ‖ (Euclidean length 0.05 in u; ``--step``), and per-coordinate Adam's
 first step, 0.05 · sign(ĝ) (the step rule before issue 5's fix). For scale, the same step along
 ∇F scored on other seeds than those ∇F was estimated with, and along ``--random-directions``
-random directions. ``adam_diag`` and ``adam_linear`` are the linear variant with the
-fine-tuning's Adam preconditioner (:func:`_adam_hypergradient`).
+random directions; and per variant the opposite step (+0.05 ĝ/‖ĝ‖: does every move along ĝ
+raise the loss?) and ĝ's largest components. ``adam_diag`` and ``adam_linear`` are the linear
+variant with the fine-tuning's Adam preconditioner (:func:`_adam_hypergradient`).
 
 Two checks of the hypergradient's assumptions come first (issue 5, digits):
 
@@ -252,6 +253,7 @@ def main() -> None:
           "| ΔF_reward |")
     print("|---|---|---|---|---|---|---|---|")
     module = copy.deepcopy(theta0)
+    details = []
     for method in args.methods.split(","):
         grads = []
         for b in range(args.batches):
@@ -271,6 +273,12 @@ def main() -> None:
         print(f"| {method} | {cos(mean):+.3f} | {np.mean(per):+.3f} ± {np.std(per, ddof=1):.3f} "
               f"| {cos(np.sign(mean)):+.3f} | {scaled[0]:+.4f} | {scaled[1]:+.4f} "
               f"| {adam[0]:+.4f} | {adam[1]:+.4f} |")
+        unit = mean / np.linalg.norm(mean)
+        opposite = f(u0 + args.step * unit) - f0
+        top = np.argsort(-np.abs(unit))[:3]
+        details.append(f"{method}: the opposite step +{args.step} ĝ/‖ĝ‖: ΔF_loss {opposite[0]:+.4f}, "
+                       f"ΔF_reward {opposite[1]:+.4f}; largest components of ĝ/‖ĝ‖: "
+                       + ", ".join(f"{names[i]} {unit[i]:+.2f}" for i in top))
     truth = f(u0 - args.step * fd[:, 0] / np.linalg.norm(fd[:, 0])) - f0
     print(f"| finite differences | +1.000 | – | {cos(np.sign(fd[:, 0])):+.3f} | {truth[0]:+.4f} "
           f"| {truth[1]:+.4f} | – | – |")
@@ -284,6 +292,7 @@ def main() -> None:
         step = f(u0 - args.step * e / np.linalg.norm(e)) - f0
         print(f"| random direction {r} | {cos(e):+.3f} | – | – | {step[0]:+.4f} | {step[1]:+.4f} "
               "| – | – |")
+    print("\n" + "\n".join(details))
 
 
 if __name__ == "__main__":
