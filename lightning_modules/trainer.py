@@ -66,8 +66,8 @@ def _trainer_reading_entry_points_once(**options) -> pl.Trainer:
 
     Every ``Trainer`` looks up the callback factories other packages register
     (``pytorch_lightning.callbacks_factory``) by reading the metadata of every installed
-    distribution: about 2.4 ms of CPU per trainer here (60 distributions), most of the
-    construction, and it grows with the environment. The lookup is cached for the duration of
+    distribution, which in a profile of a trial was most of the construction and grows with the
+    environment. The lookup is cached for the duration of
     this construction only; the factories themselves are still called for every trainer, so each
     gets fresh callback instances. The lock keeps concurrent trials (``n_jobs > 1``) from
     restoring each other's lookup.

@@ -261,8 +261,8 @@ class DigitStrokeSimulator(Simulator):
 
     def _draw(self, psi: Psi, n: int, generator: torch.Generator) -> SimulatedBatch:
         """Sampling and rendering on one intra-op thread (:func:`one_torch_thread`): at batch
-        1,000 with torch's default two threads on a shared 2-core machine, sampling the latents
-        alone was 3× slower than on one thread."""
+        1,000 on a loaded 2-core machine, simulating with torch's default two threads was 3.4×
+        slower than with one (BENCHMARKS.md, issue 3, the 08:19 run)."""
         with one_torch_thread():
             return super()._draw(psi, n, generator)
 
