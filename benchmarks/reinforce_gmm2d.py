@@ -41,7 +41,11 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=16, help="K")
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--sigma", type=float, default=0.1)
+    parser.add_argument("--sigma-units", choices=("unit", "param"), default="unit",
+                        help="σ in unit-box units or in each parameter's own units (LTS §2.3)")
     parser.add_argument("--fixed-sigma", action="store_true", help="do not learn σ")
+    parser.add_argument("--normalize-advantage", action="store_true",
+                        help="standardise the advantages within each generation")
     parser.add_argument("--init", choices=("centre", "default"), default="centre",
                         help="initial ω: the centre of the bounds or the simulator's declared ψ")
     args = parser.parse_args()
@@ -51,12 +55,15 @@ def main() -> None:
     space = problem.simulator.space
     rows: dict[str, list[dict[str, float]]] = {}
     print(f"# ReinforceSampler on gmm2d — {platform.node()}, K={args.population}, lr={args.lr}, "
-          f"σ={args.sigma} ({'fixed' if args.fixed_sigma else 'learned'}), Adam, "
+          f"σ={args.sigma} ({args.sigma_units} units, "
+          f"{'fixed' if args.fixed_sigma else 'learned'}), Adam, "
+          f"advantages {'standardised' if args.normalize_advantage else 'R − b'}, "
           f"{args.trials} trials, init = {args.init}")
     for seed in args.seeds:
         sampler = ReinforceSampler.for_simulator(
             problem.simulator, init=args.init, population_size=args.population, learning_rate=args.lr,
-            sigma=args.sigma, learn_sigma=not args.fixed_sigma, seed=seed)
+            sigma=args.sigma, sigma_units=args.sigma_units, learn_sigma=not args.fixed_sigma,
+            normalize_advantage=args.normalize_advantage, seed=seed)
         objective = SimulatorObjective(problem.simulator, problem.models["svm"](), problem.val,
                                        n_samples=problem.n_samples, seed=seed)
         study = optuna.create_study(direction="maximize", sampler=sampler,

@@ -33,7 +33,8 @@ def _progress(name: str, k: int):
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if (trial.number + 1) % k == 0:
             values = [t.value for t in study.trials[-k:] if t.value is not None]
-            print(f"  {name}: generation {trial.number // k} mean reward {np.mean(values):.3f}",
+            print(f"  {name}: generation {trial.number // k} mean reward {np.mean(values):.3f} "
+                  f"(sd {np.std(values):.3f}, min {np.min(values):.3f}, max {np.max(values):.3f})",
                   flush=True)
 
     return callback
@@ -48,6 +49,12 @@ def main() -> None:
     parser.add_argument("--starts", nargs="+", choices=("random", "adversarial"),
                         default=["random", "adversarial"])
     parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--sigma", type=float, default=0.05**0.5)
+    parser.add_argument("--sigma-units", choices=("unit", "param"), default="unit",
+                        help="σ in unit-box units or in each parameter's own units (LTS §2.3)")
+    parser.add_argument("--learn-sigma", action="store_true")
+    parser.add_argument("--normalize-advantage", action="store_true",
+                        help="standardise the advantages within each generation")
     parser.add_argument("--reference", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -58,7 +65,9 @@ def main() -> None:
     samples, epochs = args.samples or problem.n_samples, args.epochs or problem.epochs
     objective = problem.objective(n_samples=samples, epochs=epochs, seed=args.seed)
     print(f"# ReinforceSampler on traffic-count — {platform.node()}, K={args.population}, "
-          f"lr={args.lr}, σ²=0.05 (fixed), Adam, M={samples}, ξ={epochs}, "
+          f"lr={args.lr}, σ={args.sigma:.4g} ({args.sigma_units} units, "
+          f"{'learned' if args.learn_sigma else 'fixed'}), Adam, advantages "
+          f"{'standardised' if args.normalize_advantage else 'R − b'}, M={samples}, ξ={epochs}, "
           f"{args.generations} generations, seed {args.seed}")
     reference = optuna.create_study(direction=objective.direction)
     for _ in range(args.reference):
@@ -76,7 +85,11 @@ def main() -> None:
         psi = starts[name]
         sampler = ReinforceSampler.for_simulator(problem.simulator, init=psi,
                                                  population_size=args.population,
-                                                 learning_rate=args.lr, seed=args.seed)
+                                                 learning_rate=args.lr, sigma=args.sigma,
+                                                 sigma_units=args.sigma_units,
+                                                 learn_sigma=args.learn_sigma,
+                                                 normalize_advantage=args.normalize_advantage,
+                                                 seed=args.seed)
         study = optuna.create_study(direction=objective.direction, sampler=sampler,
                                     pruner=optuna.pruners.NopPruner())  # every trial trains ξ epochs
         start = time.perf_counter()

@@ -8,13 +8,22 @@ on J(ω) = E_{ψ~π_ω}[R] (Eq. 2) with the REINFORCE estimate (Eq. 3–4)
 
 where b is an exponential moving average of earlier generations' rewards (the first generation uses
 its own mean reward), and R is the trial's value (its negative for a ``minimize`` study). Eq. 4 in
-the paper is a sum over k; the mean used here only rescales the learning rate.
+the paper is a sum over k; the mean used here only rescales the learning rate. With
+``normalize_advantage`` the K advantages are standardised within their generation,
+Â_k ← (Â_k − mean Â) / std Â (all zero if the K rewards are equal): the generation's mean replaces
+b, and every generation's step has the same scale whatever the reward's units, so one generation
+with an outlying reward cannot dominate Adam's second-moment estimate for the generations after it.
 
-**Coordinates.** The policy lives in Optuna's unit-box coordinates: every parameter's interval
-``[low, high]`` maps linearly onto ``[0, 1]`` (log-scaled parameters in log space). The paper's
-σ² = 0.05 (LTS §2.3, "set the variance to 0.05 in all cases") is applied in these units, so the
-default σ = √0.05 ≈ 0.224 is 22 % of each parameter's range — e.g. 2.24 for a mean bounded by
-[-5, 5].
+**Coordinates and σ's units.** The policy lives in Optuna's unit-box coordinates: every
+parameter's interval ``[low, high]`` maps linearly onto ``[0, 1]`` (log-scaled parameters in log
+space), u = (ψ − low) / (high − low). ``sigma`` is given in one of two units (``sigma_units``):
+
+* ``"unit"`` (default): σ in unit-box units, the same for every coordinate; the default σ = √0.05
+  ≈ 0.224 is then 22 % of each parameter's range — e.g. 2.24 for a mean bounded by [-5, 5];
+* ``"param"``: σ in each parameter's *own* units (its log for a log-scaled one), as LTS §2.3 states
+  its σ² = 0.05 ("set the variance to 0.05 in all cases", ψ being the simulator's unconstrained
+  parameters); coordinate i then has the unit-box σ_i = σ / (high_i − low_i) — e.g. 0.022 for a
+  mean in [-5, 5], 0.037 for a logit in [-3, 3], 0.25 for a probability in [0.05, 0.95].
 
 **Bounds.** A draw x ~ π_ω may leave the box. The trial evaluates the clipped point clip(x, 0, 1),
 and the update uses log π_ω at the *unclipped* draw x, which is stored on the trial. This is the
@@ -100,6 +109,7 @@ _KEY = "reinforce:state"
 _SIGMA_RANGE = (1e-3, 1.0)  # σ (unit-box units) is kept inside this range when it is learned
 _ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
 _OPTIMIZERS = ("adam", "sgd")
+_SIGMA_UNITS = ("unit", "param")
 
 
 @dataclass(frozen=True)
@@ -158,11 +168,18 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
 
     Args:
         population_size: K, trials per policy iteration (generation), ≥ 1.
-        sigma: the policy's standard deviation in unit-box units (default √0.05, LTS §2.3).
-        learn_sigma: also learn log σ per coordinate (kept in [1e-3, 1]); the paper fixes σ.
+        sigma: the policy's initial standard deviation (default √0.05, LTS §2.3), in
+            ``sigma_units``.
+        sigma_units: ``"unit"`` (unit-box units, the same σ for every coordinate) or ``"param"``
+            (each parameter's own units, σ_i = σ / (high_i − low_i) in the unit box; see the
+            module's note). Either way the unit-box σ_i must lie in [1e-3, 1].
+        learn_sigma: also learn log σ per coordinate (unit-box σ kept in [1e-3, 1]); the paper
+            fixes σ.
         learning_rate: step size of the optimiser on ω (and log σ).
         optimizer: ``"adam"`` or ``"sgd"`` (gradient *ascent* on J).
         baseline_decay: β of the moving-average baseline b ← β b + (1 − β) mean(R), in [0, 1).
+        normalize_advantage: standardise the advantages within each generation (see the
+            module's note); needs K ≥ 2.
         init: starting ω as parameter values (e.g. the simulator's init, or a deliberately bad
             "adversarial" point, LTS Fig. 4b / 5b); parameters it omits start at the centre of
             their bounds. ``None``: the centre of the bounds.
@@ -182,10 +199,12 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         *,
         population_size: int = 8,
         sigma: float = math.sqrt(0.05),
+        sigma_units: str = "unit",
         learn_sigma: bool = False,
         learning_rate: float = 0.05,
         optimizer: str = "adam",
         baseline_decay: float = 0.9,
+        normalize_advantage: bool = False,
         init: Mapping[str, Any] | None = None,
         search_space: Mapping[str, BaseDistribution] | None = None,
         independent_sampler: optuna.samplers.BaseSampler | None = None,
@@ -196,8 +215,13 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         if isinstance(population_size, bool) or not isinstance(population_size, int) or (
                 population_size < 1):
             raise ValueError(f"population_size (K) must be an int >= 1, got {population_size!r}")
-        if not _SIGMA_RANGE[0] <= sigma <= _SIGMA_RANGE[1]:
-            raise ValueError(f"sigma must lie in {list(_SIGMA_RANGE)} (unit-box units), got {sigma!r}")
+        if sigma_units not in _SIGMA_UNITS:
+            raise ValueError(f"sigma_units must be one of {_SIGMA_UNITS}, got {sigma_units!r}")
+        if not sigma > 0 or (sigma_units == "unit" and not _SIGMA_RANGE[0] <= sigma <= _SIGMA_RANGE[1]):
+            raise ValueError(f"sigma must be > 0 and, in unit-box units, lie in {list(_SIGMA_RANGE)}; "
+                             f"got {sigma!r} ({sigma_units})")
+        if normalize_advantage and population_size < 2:
+            raise ValueError("normalize_advantage needs population_size (K) >= 2")
         if not learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
         if optimizer not in _OPTIMIZERS:
@@ -210,6 +234,7 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         self._wait_timeout, self._poll = float(wait_timeout), float(poll_interval)
         self._mine: dict[tuple[int, int, int], int] = {}  # (storage, study, number) -> thread
         self._k, self._sigma, self._learn_sigma = population_size, float(sigma), learn_sigma
+        self._sigma_units, self._normalize = sigma_units, normalize_advantage
         self._lr, self._optimizer, self._decay = float(learning_rate), optimizer, baseline_decay
         self._init = dict(init or {})
         self._search_space = None if search_space is None else dict(search_space)
@@ -219,8 +244,8 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
                     raise ValueError(
                         f"search_space[{name!r}]: expected a FloatDistribution with low < high, "
                         f"got {dist!r}")
-            self._initial_mean(_SearchSpaceTransform(self._search_space, transform_0_1=True),
-                               self._search_space)  # validates init now
+            self._initial_policy(_SearchSpaceTransform(self._search_space, transform_0_1=True),
+                                 self._search_space)  # validates init and σ now
         self._independent = independent_sampler or optuna.samplers.RandomSampler(seed=seed)
         self._rng = np.random.RandomState(seed)
         self._warned = False
@@ -414,14 +439,23 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
     ) -> _Policy:
         mean = self._initial_mean(trans, search_space)
         d = len(mean)
+        sigma = np.full(d, self._sigma)
+        if self._sigma_units == "param":
+            sigma = sigma / (trans._raw_bounds[:, 1] - trans._raw_bounds[:, 0])
+        if np.any((sigma < _SIGMA_RANGE[0]) | (sigma > _SIGMA_RANGE[1])):
+            raise ValueError(f"sigma = {self._sigma:g} ({self._sigma_units}) gives unit-box σ "
+                             f"{sigma.min():.3g}…{sigma.max():.3g} outside {list(_SIGMA_RANGE)}")
         moments = (np.zeros(2 * d), np.zeros(2 * d), 0) if self._optimizer == "adam" else None
-        return _Policy(mean, np.full(d, math.log(self._sigma)), None, moments)
+        return _Policy(mean, np.log(sigma), None, moments)
 
     def _step(self, policy: _Policy, draws: np.ndarray, rewards: np.ndarray) -> _Policy:
         """One gradient-ascent step of Eq. 4 from K draws (K, d) and their rewards (K,)."""
         mean_reward = float(rewards.mean())
         baseline = mean_reward if policy.baseline is None else policy.baseline
-        advantage = rewards - baseline
+        advantage = rewards - baseline  # Â_k of Eq. 4
+        if self._normalize:
+            spread = advantage.std()
+            advantage = (advantage - advantage.mean()) / spread if spread > 0 else advantage * 0.0
         sigma = np.exp(policy.log_sigma)
         z = (draws - policy.mean) / sigma
         grad_mean = (advantage[:, None] * z / sigma).mean(axis=0)  # ∇_ω log N(x; ω, σ²) = (x−ω)/σ²

@@ -136,6 +136,40 @@ def test_learns_the_optimum_for_either_direction(direction):
     assert np.all(learned.sigma < math.sqrt(0.05))  # σ shrinks near the optimum when learned
 
 
+def test_sigma_in_parameter_units_divides_by_each_range():
+    """sigma_units="param": σ is in each parameter's own units (log units for a log-scaled one),
+    so the unit-box σ_i is σ / (high_i − low_i); "unit" gives every coordinate the same σ."""
+    space = {"wide": FloatDistribution(-5.0, 5.0), "narrow": FloatDistribution(0.05, 0.95),
+             "log": FloatDistribution(0.1, 4.0, log=True)}
+    expected = math.sqrt(0.05) / np.array([10.0, 0.9, math.log(40.0)])
+    for units, sigma in (("param", expected), ("unit", np.full(3, math.sqrt(0.05)))):
+        sampler = ReinforceSampler(search_space=space, sigma=math.sqrt(0.05), sigma_units=units,
+                                   population_size=2, seed=0)
+        study = optuna.create_study(sampler=sampler)
+        study.optimize(lambda t: sum(t.suggest_float(n, d.low, d.high, log=d.log)
+                                     for n, d in space.items()), n_trials=1)
+        stored = study.trials[0].system_attrs[_KEY]["policy"]["log_sigma"]
+        assert np.allclose(np.exp(stored), sigma), (units, np.exp(stored))
+        assert np.allclose(sampler.policy(study).sigma, sigma)
+
+
+def test_standardised_advantages_make_the_update_invariant_to_the_reward_scale():
+    """With normalize_advantage, R and 100 R + 7 give the same chain of policies (SGD, whose step
+    otherwise scales with R); without it they differ. Equal rewards leave ω where it is."""
+    def chain(scale, offset, normalize, objective=neg_sq_distance):
+        sampler = ReinforceSampler(search_space=SPACE, init={"a": -1.0, "b": 1.0}, optimizer="sgd",
+                                   learning_rate=0.01, population_size=4,
+                                   normalize_advantage=normalize, seed=5)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(lambda t: scale * objective(t) + offset, n_trials=4 * 6)
+        return chain_means(audit_chain(study, sampler, 4))
+
+    assert np.allclose(chain(1.0, 0.0, True), chain(100.0, 7.0, True), rtol=0, atol=1e-9)
+    assert not np.allclose(chain(1.0, 0.0, False), chain(100.0, 7.0, False), rtol=0, atol=1e-3)
+    flat = chain(1.0, 0.0, True, objective=lambda t: neg_sq_distance(t) * 0.0)
+    assert np.allclose(flat, flat[0]) and len(flat) == 7
+
+
 # -- state in storage -----------------------------------------------------------------------
 def test_n_jobs_threads_share_one_chain():
     sampler = ReinforceSampler(search_space=SPACE, population_size=4, seed=4)
@@ -350,6 +384,10 @@ def test_initial_mean_from_simulator_centre_or_given_point():
         ({"learning_rate": -1.0}, "learning_rate"),
         ({"optimizer": "rmsprop"}, "optimizer must be one of"),
         ({"baseline_decay": 1.0}, "baseline_decay"),
+        ({"sigma_units": "pixels"}, "sigma_units must be one of"),
+        ({"sigma": 2.0}, "sigma must be"),
+        ({"population_size": 1, "normalize_advantage": True}, "normalize_advantage needs"),
+        ({"search_space": SPACE, "sigma": 10.0, "sigma_units": "param"}, "outside"),
         ({"search_space": SPACE, "init": {"a": 3.0}}, r"init\['a'\].*got 3.0"),
         ({"search_space": {"n": optuna.distributions.IntDistribution(0, 3)}},
          r"search_space\['n'\]"),
