@@ -45,6 +45,7 @@ import optuna
 import torch
 
 from lightning_modules import fit_tensors
+from samplers.autosimulate import fisher_information, natural_gradient
 from samplers.hypergradient import (
     METHODS,
     directional_derivatives,
@@ -53,6 +54,7 @@ from samplers.hypergradient import (
     leave_one_out_baseline,
     loss_gradient,
     score_function_gradient,
+    score_matrix,
     select_parameters,
 )
 from simsearch.problems import get
@@ -169,6 +171,8 @@ def main() -> None:
     parser.add_argument("--random-directions", type=int, default=4,
                         help="steps along random directions, for scale")
     parser.add_argument("--step", type=float, default=0.05, help="length of the steps tried, in u")
+    parser.add_argument("--fisher-steps", default="0.1,0.3,1",
+                        help="lengths, in the Fisher metric of q_ψ₀, of the natural-gradient steps tried")
     parser.add_argument("--methods", default=",".join(METHODS + ADAM_METHODS))
     parser.add_argument("--val-loss", choices=sorted(VAL_LOSSES), default="train")
     parser.add_argument("--score-n", type=int, default=20_000,
@@ -253,11 +257,23 @@ def main() -> None:
           "| ΔF_reward |")
     print("|---|---|---|---|---|---|---|---|")
     module = copy.deepcopy(theta0)
+    batches = [sim.simulate(sim.init_psi(), problem.n_samples, 30_000 + b) for b in range(args.batches)]
+    start = time.perf_counter()
+    fishers = [fisher_information(space, score_matrix(sim, b.latents, sim.init_psi())) for b in batches]
+    fisher_s = (time.perf_counter() - start) / len(batches)
+    fisher = np.mean(fishers, axis=0)
+    lengths = [float(x) for x in args.fisher_steps.split(",") if x]
     details = []
+    natural_rows = []
+
+    def natural_step(direction: np.ndarray, length: float) -> np.ndarray:
+        """ΔF of the step −length · ñ/‖ñ‖_F, with its Euclidean length in u appended."""
+        step = length * direction / np.sqrt(direction @ fisher @ direction)
+        return np.append(f(u0 - step) - f0, np.linalg.norm(step))
+
     for method in args.methods.split(","):
         grads = []
-        for b in range(args.batches):
-            batch = sim.simulate(sim.init_psi(), problem.n_samples, 30_000 + b)
+        for b, batch in enumerate(batches):
             if method in ADAM_METHODS:
                 grads.append(to_u(_adam_hypergradient(problem, module, batch, val_loss, method)))
                 continue
@@ -276,6 +292,9 @@ def main() -> None:
         unit = mean / np.linalg.norm(mean)
         opposite = f(u0 + args.step * unit) - f0
         top = np.argsort(-np.abs(unit))[:3]
+        direction, _ = natural_gradient(mean, fisher)
+        old = args.step * np.sqrt(unit @ fisher @ unit)
+        natural_rows.append((method, old, [natural_step(direction, x) for x in lengths]))
         details.append(f"{method}: the opposite step +{args.step} ĝ/‖ĝ‖: ΔF_loss {opposite[0]:+.4f}, "
                        f"ΔF_reward {opposite[1]:+.4f}; largest components of ĝ/‖ĝ‖: "
                        + ", ".join(f"{names[i]} {unit[i]:+.2f}" for i in top))
@@ -293,6 +312,19 @@ def main() -> None:
         print(f"| random direction {r} | {cos(e):+.3f} | – | – | {step[0]:+.4f} | {step[1]:+.4f} "
               "| – | – |")
     print("\n" + "\n".join(details))
+    print(f"\nnatural-gradient steps −η ñ/‖ñ‖_F, ñ = F_u⁺ĝ, F_u = the empirical Fisher information of "
+          f"q_ψ₀ in u on the {args.batches} data sets ({fisher_s:.3f} s per data set of M); "
+          f"ΔF_loss / ΔF_reward (Euclidean length in u):\n")
+    print("| direction | Fisher length of the step " + f"{args.step} ĝ/‖ĝ‖ | "
+          + " | ".join(f"η = {x:g}" for x in lengths) + " |")
+    print("|---|---|" + "---|" * len(lengths))
+    for r in range(args.random_directions):
+        e = rng.normal(size=len(u0))
+        natural_rows.append((f"random direction {r}", args.step * np.sqrt(e @ fisher @ e) / np.linalg.norm(e),
+                             [natural_step(e, x) for x in lengths]))
+    for name, old, cells in natural_rows:
+        print(f"| {name} | {old:.2f} | " + " | ".join(
+            f"{c[0]:+.4f} / {c[1]:+.4f} ({c[2]:.4f})" for c in cells) + " |")
 
 
 if __name__ == "__main__":

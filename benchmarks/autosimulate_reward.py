@@ -10,7 +10,9 @@ on ``eval_n_samples`` samples for ``eval_epochs`` epochs, evaluated on the valid
 Goal (AutoSimulate Table 2): the best AutoSimulate variant reaches 95 % of the best final mean
 validation reward of any sampler with ≤ 1/2.5 of the images the fastest black-box sampler needs
 (a sampler that never reaches the target needs "> budget"). For a negative reward (traffic-count's
-−ℓ1) "95 % of the best" is read as "within 5 % of it": best − 0.05 · |best|.
+−ℓ1) "95 % of the best" is read as "within 5 % of it": best − 0.05 · |best|. When the target is at
+or below the start ψ's own reward the verdict is printed as FORMAL: the AutoSimulate variants start
+at the declared ψ and "reach" such a target with their first recommendation.
 
 The AutoSimulate variants descend the mean validation loss of ``--val-loss``: ``train`` is the
 model's own training loss l (the paper's Eq. 1a; cross-entropy for the classifiers),
@@ -43,11 +45,12 @@ BLACK_BOX = ("tpe", "reinforce")
 VAL_LOSSES = {"train": None, "expected_error": expected_error}
 
 
-def _sampler(name: str, problem, seed: int, val_loss: str, step_size: float):
+def _sampler(name: str, problem, seed: int, val_loss: str, step_size: float | None):
     start = problem.simulator.space.to_params(problem.simulator.init_psi())
     if name in METHODS:
+        step = {} if step_size is None else {"step_size": step_size}
         return AutoSimulateSampler(name, init=problem.simulator, seed=seed,
-                                   val_loss=VAL_LOSSES[val_loss], step_size=step_size)
+                                   val_loss=VAL_LOSSES[val_loss], **step)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     from samplers.reinforce import ReinforceSampler
@@ -62,7 +65,7 @@ def _recommendation(name: str, study: optuna.Study, problem) -> dict[str, float]
 
 
 def run_one(problem, name: str, seed: int, trials: int, every: int, val_loss: str,
-            step_size: float) -> list[dict]:
+            step_size: float | None) -> list[dict]:
     objective = problem.objective(accumulate=name in METHODS, seed=seed)
     study = optuna.create_study(direction=objective.direction,
                                 sampler=_sampler(name, problem, seed, val_loss, step_size),
@@ -112,7 +115,8 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=5)
     parser.add_argument("--samplers", default=",".join((*METHODS, *BLACK_BOX)))
     parser.add_argument("--val-loss", choices=sorted(VAL_LOSSES), default="train")
-    parser.add_argument("--step-size", type=float, default=0.05, help="AutoSimulate's step_size")
+    parser.add_argument("--step-size", type=float, default=None,
+                        help="AutoSimulate's step_size (default: the sampler's)")
     parser.add_argument("--out", default="out/autosimulate-reward")
     parser.add_argument("--load", nargs="+", metavar="JSON",
                         help="tabulate these result files of earlier runs instead of running")
@@ -130,7 +134,8 @@ def main() -> None:
         args.seeds = min(len(runs) for runs in results.values())
         args.trials = max(r[-1]["trials"] for runs in results.values() for r in runs)
     else:
-        print(f"AutoSimulate validation loss: {args.val_loss}, step_size {args.step_size}")
+        step = AutoSimulateSampler().step_size if args.step_size is None else args.step_size
+        print(f"AutoSimulate validation loss: {args.val_loss}, step_size {step}")
         init = _score_start(problem, args.seeds)
         for name in args.samplers.split(","):
             results[name] = [run_one(problem, name, s, args.trials, args.every, args.val_loss,
@@ -144,7 +149,8 @@ def main() -> None:
         init = _score_start(problem, args.seeds)
     print(f"problem {args.problem}: M={problem.n_samples}, ξ={problem.epochs}, {args.trials} trials, "
           f"{args.seeds} seeds; scored with {problem.eval_n_samples} samples × {problem.eval_epochs} epochs")
-    print(f"start ψ (declared init): val {np.mean([r['val'] for r in init]):.3f}, "
+    start_val = float(np.mean([r["val"] for r in init]))
+    print(f"start ψ (declared init): val {start_val:.3f}, "
           f"test {np.mean([r['test'] for r in init]):.3f}")
     curves = {name: _mean_curve(runs, "val") for name, runs in results.items()}
     images = next(iter(curves.values()))[0]
@@ -172,6 +178,10 @@ def main() -> None:
     else:
         verdict = ("MET" if auto <= black / 2.5 else "NOT MET") + (
             f": {auto:g} vs {black:g} / 2.5 = {black / 2.5:g}")
+    if target <= start_val and not verdict.startswith("NOT MET"):
+        verdict = (f"FORMAL ({verdict}): the target {target:.3f} is at or below the start ψ's own "
+                   f"val {start_val:.3f}, where every AutoSimulate variant starts: no evidence "
+                   "that AutoSimulate finds a good ψ sooner")
     print(f"goal (best AutoSimulate ≤ 1/2.5 of the black-box images): {verdict}")
 
 

@@ -6,21 +6,37 @@ where the sampler computes the hypergradient ∂L̃_val/∂ψ of Eq. 8/11 with o
 of Table 1 (:mod:`samplers.hypergradient`), takes a step and stores ψ_{t+1} on the trial, in the
 study's storage. The next trial — in this process or any other sharing the storage — proposes it.
 
-**Step rule.** Eq. 12/13b is plain gradient descent with a fixed α. The four variants' gradients
-differ in scale by orders of magnitude ((H + λI)⁻¹ amplifies flat directions, H shrinks them, the
-no-val gradient is in units of loss), so one α diverges for some and crawls for others. The
-sampler therefore takes Adam steps (Kingma & Ba 2015) in normalised coordinates
-u = (ψ − low) / (high − low) ∈ [0, 1] with **one** second moment for the whole gradient (the
-running mean of ‖g‖², not one per coordinate): the step, ``step_size`` · m̂ / √v̂, is invariant to
-a rescaling of the gradient, has a Euclidean length of about ``step_size`` in u, and points along
-the (momentum-averaged) hypergradient. Per-coordinate Adam would not: its first step is
-``step_size`` · sign(g), so every coordinate moves by the same fraction of its range whether its
-component of the gradient is signal or score-function noise (on ``gmm2d`` such first steps cost
-0.03–0.10 validation accuracy where steps along the gradient cost under 0.005; BENCHMARKS.md,
-issue 5, ``benchmarks/autosimulate_gradcheck.py``). The momentum averages
-the noise of the one-data-set estimate, and when successive estimates disagree ‖m̂‖ falls below
-√v̂, so the step shrinks. The step is projected onto the box, so ψ stays inside the bounds. The
-Adam moments travel with ψ_{t+1} in the storage.
+**Step rule.** Eq. 12/13b is plain gradient descent with a fixed α, and the paper leaves the
+metric and the schedule of the step open. The four variants' gradients differ in scale by orders
+of magnitude ((H + λI)⁻¹ amplifies flat directions, H shrinks them, the no-val gradient is in
+units of loss), so one α diverges for some and crawls for others; and equal lengths in the box do
+not mean equal changes of the data: on digits a step of 0.05 of the box along ĝ moved the mean
+rotation by 11–15° against a rotation spread of 5° and raised the loss whichever way it went
+(BENCHMARKS.md, issue 5). The sampler therefore takes, as its documented choice, **natural-
+gradient** steps (Amari 1998) in the Fisher metric of the simulator's own q_ψ, in coordinates
+u = (ψ − low) / (high − low) ∈ [0, 1]:
+
+* F_u = (1/K) Σ_k s_k s_kᵀ, the empirical Fisher information from the scores s_k = ∇_u log q_ψ(s_k)
+  of the trial's K training latents (:func:`samplers.hypergradient.score_matrix`, the same
+  ``log_prob`` as Eq. 11; one backward pass per component of ψ);
+* the direction ñ = F_u⁺ ∂L̃/∂u (the least-squares regression of Eq. 11's per-sample weights on the
+  scores) and its squared Fisher length ∂L̃/∂uᵀ F_u⁺ ∂L̃/∂u;
+* Adam (Kingma & Ba 2015) on ñ with **one** second moment for the whole vector (the running mean
+  of the squared Fisher length): the step, ``step_size`` · m̂ / √v̂, is invariant to a rescaling
+  of the gradient, so all four variants share one ``step_size``, and its first step changes q_ψ
+  by a KL divergence of about ``step_size``²/2, on every problem and whatever the box. The
+  momentum averages the noise of the one-data-set estimate; when successive estimates disagree,
+  or the gradient shrinks against the earlier ones that v̂ remembers, ‖m̂‖ falls below √v̂ and
+  the step shrinks. (A step size decaying as 1/√t was tried and dropped: on the closed-form
+  ridge problem of ``tests/test_hypergradient.py`` 15 such steps stayed far from the optimum.)
+
+The default ``step_size`` 0.1 is the largest of the lengths 0.1, 0.3, 1 at which every variant's
+first step lowered the validation loss on both gmm2d and digits in
+``benchmarks/autosimulate_gradcheck.py`` (BENCHMARKS.md, issue 5). Per-coordinate Adam (the rule
+before issue 5) would take first steps of ``step_size`` · sign(g), moving every coordinate by the
+same fraction of its range whether its component of the gradient is signal or noise. The step
+is projected onto the box, so ψ stays inside the bounds. The Adam moments travel with ψ_{t+1} in
+the storage.
 
 **State in the storage** (trial system attributes, prefix ``autosimulate:``): ``parent`` (the trial
 whose ψ_{t+1} this trial proposes, −1 at the start), and after :meth:`observe_training`:
@@ -35,8 +51,8 @@ fine-tuning short and a pruned trial gives no step: use ``optuna.pruners.NopPrun
 
 **Several workers on one study.** Each worker process fine-tunes its own accumulated model; ψ and
 the Adam state are shared through the storage. A worker whose parent is already being evaluated
-by a RUNNING trial proposes the parent's ψ_{t+1} plus a Gaussian jitter of ``step_size`` (in
-normalised coordinates), so concurrent workers evaluate distinct nearby points; each completed
+by a RUNNING trial proposes the parent's ψ_{t+1} plus a Gaussian jitter of ``JITTER`` (0.05 of each
+range), so concurrent workers evaluate distinct nearby points; each completed
 trial extends the chain from its own parent, and the longest chain is continued. A trial left
 RUNNING by a crashed process looks like such a worker until Optuna fails it as stale: use a
 storage with a heartbeat (``RDBStorage(url, heartbeat_interval=..., grace_period=...)``) and the
@@ -75,18 +91,48 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from samplers.hypergradient import METHODS, ThetaSelector, ValLoss, hypergradient
+from samplers.hypergradient import METHODS, ThetaSelector, ValLoss, hypergradient, score_matrix
 from simsearch.parameters import ParameterSpace
 from simsearch.simulator import BaseSimulator
 
-__all__ = ["AutoSimulateSampler", "adam_step", "descend"]
+__all__ = ["AutoSimulateSampler", "adam_step", "descend", "fisher_information", "natural_gradient"]
 
 _KEY = "autosimulate:"
+JITTER = 0.05  # std of a concurrent proposal's jitter, as a fraction of each parameter's range
+
+
+def fisher_information(space: ParameterSpace, scores: Mapping[str, torch.Tensor]) -> np.ndarray:
+    """F_u = (1/n) Σ_k s_k s_kᵀ: the empirical Fisher information of q_ψ on the trial's latents,
+    in coordinates u normalised to the box (s_k = ∇_u log q_ψ(s_k) = ∇_ψ log q_ψ(s_k) · (high − low)).
+
+    ``scores`` are :func:`samplers.hypergradient.score_matrix`'s per-sample scores. ½ ΔuᵀF_uΔu is
+    the KL divergence between q_ψ and q_ψ moved by Δu, to second order (Amari 1998).
+    """
+    low, high = space.bounds()
+    n = len(next(iter(scores.values())))
+    flat = np.concatenate([np.asarray(scores[p.name].detach().cpu(), np.float64).reshape(n, -1)
+                           for p in space.parameters], axis=1) * (high - low)
+    return flat.T @ flat / n
+
+
+def natural_gradient(grad_u: np.ndarray, fisher_u: np.ndarray, rcond: float = 1e-6
+                     ) -> tuple[np.ndarray, float]:
+    """(F⁺g, gᵀF⁺g): the natural gradient (Amari 1998) and its squared length in the Fisher
+    metric. The pseudo-inverse drops directions in which q_ψ does not change (a softmax's logits
+    shifted together), in which the score-function gradient has no component either.
+
+    >>> d, sq = natural_gradient(np.array([2.0, 1.0]), np.diag([4.0, 0.25]))
+    >>> d.tolist(), sq
+    ([0.5, 4.0], 5.0)
+    """
+    direction = np.linalg.pinv(fisher_u, rcond=rcond, hermitian=True) @ grad_u
+    return direction, float(grad_u @ direction)
 
 
 def adam_step(
     u: np.ndarray,
-    grad_u: np.ndarray,
+    direction: np.ndarray,
+    sq_norm: float,
     m: np.ndarray,
     v: float,
     t: int,
@@ -94,21 +140,23 @@ def adam_step(
     betas: tuple[float, float],
     eps: float = 1e-12,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """One Adam step (Kingma & Ba 2015, Alg. 1) on u ∈ [0, 1]^d with a single second moment
-    v ≈ E‖g‖² for the whole vector, projected back onto the box.
+    """One Adam step (Kingma & Ba 2015, Alg. 1) on u ∈ [0, 1]^d down ``direction``, with a single
+    second moment v ≈ E[``sq_norm``] for the whole vector, projected back onto the box.
 
     ``t`` is the 1-based step number; returns (u_next, m, v). The update, step_size · m̂ / √v̂, is
-    parallel to the momentum m̂, invariant to a positive rescaling of the gradient (up to ``eps``)
-    and of Euclidean length about ``step_size`` (exactly that on the first step), which is why every
-    AutoSimulate variant can share one ``step_size``.
+    parallel to the momentum m̂ and invariant to a positive rescaling of the gradient (up to
+    ``eps``). With ``direction`` = F⁺g and ``sq_norm`` = gᵀF⁺g (:func:`natural_gradient`) its
+    length in the Fisher metric is about ``step_size`` (exactly that on the first step); with
+    ``direction`` = g and ``sq_norm`` = ‖g‖² it is the Euclidean length.
 
-    >>> u, m, v = adam_step(np.array([0.5, 0.99]), np.array([3e4, -4e4]), np.zeros(2), 0.0,
+    >>> g = np.array([3e4, -4e4])
+    >>> u, m, v = adam_step(np.array([0.5, 0.99]), g, float(g @ g), np.zeros(2), 0.0,
     ...                     1, 0.05, (0.9, 0.999))
     >>> u.round(3).tolist()
     [0.47, 1.0]
     """
-    m = betas[0] * m + (1 - betas[0]) * grad_u
-    v = betas[1] * v + (1 - betas[1]) * float(grad_u @ grad_u)
+    m = betas[0] * m + (1 - betas[0]) * direction
+    v = betas[1] * v + (1 - betas[1]) * sq_norm
     m_hat = m / (1 - betas[0] ** t)
     v_hat = v / (1 - betas[1] ** t)
     u_next = np.clip(u - step_size * m_hat / (math.sqrt(v_hat) + eps), 0.0, 1.0)
@@ -119,22 +167,26 @@ def descend(
     space: ParameterSpace,
     psi: Mapping[str, torch.Tensor],
     grad: Mapping[str, torch.Tensor],
+    scores: Mapping[str, torch.Tensor],
     m: np.ndarray,
     v: float,
     t: int,
     step_size: float,
     betas: tuple[float, float] = (0.9, 0.999),
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """ψ_{t+1} (flat, in ``space.flat_names()`` order) from ψ_t and ∂L̃/∂ψ: an :func:`adam_step`
-    *down* the gradient (Eq. 12/13b descend L̃_val) in coordinates normalised to the box.
+    """ψ_{t+1} (flat, in ``space.flat_names()`` order) from ψ_t, ∂L̃/∂ψ and the per-sample scores
+    of the trial's latents: an :func:`adam_step` *down* the natural gradient (Eq. 12/13b descend
+    L̃_val; the metric is the Fisher information of q_ψ) in coordinates normalised to the box.
 
     The gradient is carried into normalised units by the chain rule, ∂L̃/∂u = ∂L̃/∂ψ · (high − low),
-    so the step is a descent step for L̃ in ψ as well. Returns (ψ_{t+1}, m, v).
+    and the natural gradient F_u⁺ ∂L̃/∂u has a positive inner product with it, so the step is a
+    descent step for L̃ in ψ as well. Returns (ψ_{t+1}, m, v).
     """
     low, high = space.bounds()
     grad_u = space.to_flat(grad) * (high - low)
+    direction, sq_norm = natural_gradient(grad_u, fisher_information(space, scores))
     u = (space.to_flat(psi) - low) / (high - low)
-    u_next, m, v = adam_step(u, grad_u, m, v, t, step_size, betas)
+    u_next, m, v = adam_step(u, direction, sq_norm, m, v, t, step_size, betas)
     return low + u_next * (high - low), m, v
 
 
@@ -182,8 +234,8 @@ class AutoSimulateSampler(BaseSampler):
             (the ablation that uses no validation data).
         init: the start point: a simulator or parameter space (its declared ψ), or a mapping of
             Optuna parameter values; parameters it does not cover start at their range's centre.
-        step_size: Adam's step: its Euclidean length in coordinates normalised to the box
-            (each parameter's range is 1), per iteration.
+        step_size: the step's length in the Fisher metric of q_ψ, about (exactly on the first
+            step): the KL divergence between q_ψ before and after it is about step_size²/2.
         betas: Adam's moment decay rates.
         theta: restrict θ to some parameters of the model (names / prefixes / predicate; Table 5
             "frozen layers"); default all trainable parameters.
@@ -209,7 +261,7 @@ class AutoSimulateSampler(BaseSampler):
         method: str = "quadratic",
         *,
         init: BaseSimulator | ParameterSpace | Mapping[str, float] | None = None,
-        step_size: float = 0.05,
+        step_size: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.999),
         theta: ThetaSelector = None,
         damping: float = 1e-2,
@@ -225,8 +277,8 @@ class AutoSimulateSampler(BaseSampler):
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if not 0 < step_size <= 1:
-            raise ValueError(f"step_size must be in (0, 1] (a fraction of the range), got {step_size!r}")
+        if not step_size > 0:
+            raise ValueError(f"step_size must be > 0 (a length in the Fisher metric), got {step_size!r}")
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"betas must be two values in [0, 1), got {betas!r}")
         if not damping >= 0:
@@ -289,7 +341,7 @@ class AutoSimulateSampler(BaseSampler):
                 value = self._init.get(param_name, _centre(param_distribution))
             if value is not None:
                 width = param_distribution.high - param_distribution.low
-                return _snap(value + proposal.jitter(param_name, self.step_size) * width,
+                return _snap(value + proposal.jitter(param_name, JITTER) * width,
                              param_distribution)
         self._warn_once(
             param_name,
@@ -359,8 +411,9 @@ class AutoSimulateSampler(BaseSampler):
             context.module, context.simulator, context.psi, context.batch, context.val_data,
             self.method, warm_start=warm, seed=context.seed, **self.options,
         )
-        psi_next, m, v = descend(space, context.psi, result.grad, m, v, step + 1, self.step_size,
-                                 self.betas)
+        scores = score_matrix(context.simulator, context.batch.latents, context.psi)
+        psi_next, m, v = descend(space, context.psi, result.grad, scores, m, v, step + 1,
+                                 self.step_size, self.betas)
         with self._lock:
             if result.v is not None:
                 self._solutions = {trial.number: result.v.detach()}

@@ -57,6 +57,7 @@ __all__ = [
     "leave_one_out_baseline",
     "loss_gradient",
     "score_function_gradient",
+    "score_matrix",
     "select_parameters",
 ]
 
@@ -329,6 +330,38 @@ def score_function_gradient(
     surrogate = (log_q * weights.detach().to(log_q)).mean()
     grads = torch.autograd.grad(surrogate, list(psi_var.values()), materialize_grads=True)
     return {k: g.detach() for k, g in zip(psi_var, grads, strict=True)}
+
+
+def score_matrix(
+    simulator: BaseSimulator,
+    latents: Mapping[str, torch.Tensor],
+    psi: Mapping[str, torch.Tensor],
+) -> Psi:
+    """The per-sample scores ∇_ψ log q_ψ(s_k): for each parameter a tensor ``(n, *shape)``.
+
+    Their mean outer product is the empirical Fisher information of q_ψ, the metric of the
+    sampler's step (:func:`samplers.autosimulate.fisher_information`). g(w) = ∇_ψ Σ_k w_k log q_ψ(s_k)
+    is linear in w, so ∂g_j/∂w is the j-th score component of every sample: one backward pass
+    per component of ψ (not per sample) through ``simulator.log_prob``.
+    """
+    psi_var = {
+        k: torch.as_tensor(v, dtype=torch.float32).detach().clone().requires_grad_(True)
+        for k, v in psi.items()
+    }
+    log_q = simulator.log_prob(dict(latents), psi_var)
+    w = torch.zeros_like(log_q, requires_grad=True)
+    g = _flat(torch.autograd.grad(log_q, list(psi_var.values()), grad_outputs=w,
+                                  create_graph=True, materialize_grads=True))
+    columns = []
+    for j in range(g.numel()):
+        (column,) = torch.autograd.grad(g[j], w, retain_graph=True, allow_unused=True)
+        columns.append(torch.zeros_like(log_q) if column is None else column)
+    flat = torch.stack(columns, dim=1).detach()
+    out, i = {}, 0
+    for name, value in psi_var.items():
+        out[name] = flat[:, i : i + value.numel()].reshape(len(flat), *value.shape)
+        i += value.numel()
+    return out
 
 
 def _levenberg_solve(

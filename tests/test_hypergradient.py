@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.distributions import Categorical, Independent, Normal
 
-from samplers.autosimulate import descend
+from samplers.autosimulate import AutoSimulateSampler, descend, fisher_information, natural_gradient
 from samplers.hypergradient import (
     HessianVectorProduct,
     _levenberg_solve,
@@ -20,6 +20,7 @@ from samplers.hypergradient import (
     leave_one_out_baseline,
     loss_gradient,
     score_function_gradient,
+    score_matrix,
     select_parameters,
 )
 from simsearch.parameters import Parameter
@@ -207,8 +208,8 @@ NOISE = 0.5
 class _GaussianInputs(Simulator):
     """x ~ N(mu, diag(exp(log_sigma))²), y = x·w + ε, ε ~ N(0, 0.5²)."""
 
-    def __init__(self):
-        super().__init__([Parameter("mu", -3.0, 3.0, [0.3, -0.2], shape=(2,)),
+    def __init__(self, mu_range: float = 3.0):
+        super().__init__([Parameter("mu", -mu_range, mu_range, [0.3, -0.2], shape=(2,)),
                           Parameter("log_sigma", -2.0, 2.0, [0.1, -0.3], shape=(2,))])
 
     def distributions(self, psi, n):
@@ -296,12 +297,16 @@ def test_sampler_steps_descend_the_true_bilevel_objective_of_ridge_regression(me
             model.net.weight.copy_(_theta_star(psi["mu"].double(), psi["log_sigma"].double())[None])
         batch = sim.simulate(psi, 4000, seed=t)
         result = hypergradient(model, sim, psi, batch, (xv, yv), method, hessian_samples=None)
-        flat, m, v = descend(sim.space, psi, result.grad, m, v, t, 0.05)
+        scores = score_matrix(sim, batch.latents, psi)
+        flat, m, v = descend(sim.space, psi, result.grad, scores, m, v, t, STEP_SIZE)
         psi = sim.space.from_flat(flat)
         losses.append(true_loss(psi))
     best = _ridge_best_val_loss(xv, yv, sim)
     assert losses[1] < losses[0] and max(losses[1:]) < losses[0], losses
     assert losses[-1] - best < 0.1 * (losses[0] - best), (losses, best)
+
+
+STEP_SIZE = AutoSimulateSampler().step_size  # the sampler's default
 
 
 def _ridge_best_val_loss(xv, yv, sim) -> float:
@@ -417,3 +422,76 @@ def test_control_variate_reduces_variance_without_bias():
     true = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, [mu, log_sigma])])
     se = with_cv.std(0) / math.sqrt(len(with_cv))
     assert torch.all((with_cv.mean(0) - true).abs() <= 4 * se), (with_cv.mean(0), true, se)
+
+
+# -- the step's metric: the Fisher information of q_ψ ----------------------------------------
+
+
+def test_score_matrix_rows_are_the_per_sample_gradients_of_log_prob():
+    sim = _CatNormal()
+    psi = sim.init_psi()
+    batch = sim.simulate(psi, 7, seed=3)
+    scores = score_matrix(sim, batch.latents, psi)
+    assert scores["logits"].shape == (7, 3) and scores["mu"].shape == (7,)
+    for k in range(7):
+        one = {name: value[k : k + 1] for name, value in batch.latents.items()}
+        exact = score_function_gradient(sim, one, psi, torch.ones(1))
+        torch.testing.assert_close(scores["logits"][k], exact["logits"])
+        torch.testing.assert_close(scores["mu"][k], exact["mu"])
+
+
+def _gaussian_fisher_u(sim, psi) -> np.ndarray:
+    """Closed form: x ~ N(μ, diag σ²) with ψ = (μ, log σ) has Fisher diag(1/σ², 2); in u each
+    coordinate is multiplied by its range squared (ε ~ N(0, 0.5²) does not depend on ψ)."""
+    low, high = sim.space.bounds()
+    sigma = psi["log_sigma"].double().exp().numpy()
+    return np.diag(np.concatenate([1.0 / sigma**2, [2.0, 2.0]]) * (high - low) ** 2)
+
+
+def test_fisher_information_matches_the_closed_form_for_a_gaussian():
+    sim = _GaussianInputs()
+    psi = sim.init_psi()
+    batch = sim.simulate(psi, 40_000, seed=0)
+    fisher = fisher_information(sim.space, score_matrix(sim, batch.latents, psi))
+    exact = _gaussian_fisher_u(sim, psi)
+    scale = np.sqrt(np.outer(np.diag(exact), np.diag(exact)))
+    # Monte-Carlo error of a mean of 40,000 products of unit-variance scores: ~ 1.5 % of the scale
+    np.testing.assert_allclose(fisher / scale, exact / scale, atol=0.05)
+
+
+def test_first_step_moves_q_psi_by_the_step_size_in_kl_whatever_the_box():
+    """The natural-gradient step's first move changes q_ψ by KL ≈ step_size²/2 and is the same
+    step in ψ for any bounds (the Fisher metric is the simulator's, not the box's). The
+    Euclidean step in u of the old rule fails both: widening μ's box tenfold made its step in ψ
+    tenfold longer."""
+    psi = _GaussianInputs().init_psi()
+    grad = {"mu": torch.tensor([0.3, -1.0]), "log_sigma": torch.tensor([0.5, 0.2])}
+    steps = []
+    for mu_range in (3.0, 30.0):
+        sim = _GaussianInputs(mu_range)
+        batch = sim.simulate(psi, 40_000, seed=1)
+        flat, _, _ = descend(sim.space, psi, grad, score_matrix(sim, batch.latents, psi),
+                             np.zeros(4), 0.0, 1, 0.1)
+        steps.append(sim.space.from_flat(flat))
+    for name in ("mu", "log_sigma"):
+        torch.testing.assert_close(steps[0][name], steps[1][name], rtol=0.03, atol=1e-4)
+    mu0, s0 = psi["mu"].double(), psi["log_sigma"].double().exp()
+    mu1, s1 = steps[0]["mu"].double(), steps[0]["log_sigma"].double().exp()
+    kl = float((torch.log(s1 / s0) + (s0**2 + (mu0 - mu1) ** 2) / (2 * s1**2) - 0.5).sum())
+    assert kl == pytest.approx(0.1**2 / 2, rel=0.1)
+    # a descent step: it has a positive inner product with the gradient
+    delta = torch.cat([steps[0][n] - psi[n] for n in ("mu", "log_sigma")])
+    assert float(delta @ torch.cat([grad["mu"], grad["log_sigma"]])) < 0
+
+
+def test_natural_gradient_ignores_directions_that_do_not_change_q():
+    """A softmax's logits shifted together leave q unchanged: F is singular along (1, …, 1) and
+    the natural gradient has no component there."""
+    sim = _CatNormal()
+    psi = sim.init_psi()
+    batch = sim.simulate(psi, 20_000, seed=2)
+    fisher = fisher_information(sim.space, score_matrix(sim, batch.latents, psi))
+    grad_u = np.array([0.4, -0.1, 0.2, 1.0])
+    direction, sq_norm = natural_gradient(grad_u, fisher)
+    assert abs(direction[:3].sum()) < 1e-6 * np.abs(direction[:3]).max()
+    assert sq_norm > 0 and np.isfinite(direction).all()
