@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--modes", default="mmd,task,both")
     parser.add_argument("--restarts", type=int, default=MetaSimConfig.restarts)
     parser.add_argument("--task-weight", type=float, default=MetaSimConfig.task_weight)
+    parser.add_argument("--mutable", help="comma-separated mutable attributes, also G_θ's inputs "
+                        "(default: simsearch.metasim.PROBLEM_SETTINGS)")
     parser.add_argument("--no-docs", action="store_true", help="do not copy the plots to docs/")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -56,7 +58,9 @@ def main() -> None:
     seeds = list(range(args.seeds))
     start = time.perf_counter()
     modes = args.modes.split(",")
-    config = MetaSimConfig(iterations=args.iterations, restarts=args.restarts, task_weight=args.task_weight)
+    mutable = tuple(args.mutable.split(",")) if args.mutable else None
+    config = MetaSimConfig(iterations=args.iterations, restarts=args.restarts, task_weight=args.task_weight,
+                           mutable=mutable, inputs=mutable)
     run_metasim(args.problem, modes, seeds, config, out=args.out, jobs=args.jobs)
     psi90 = problem.simulator.init_psi()
     psi90["rotation"] = torch.tensor(90.0)

@@ -203,6 +203,16 @@ class DistributionTransformer(torch.nn.Module):
         """The mutable attributes of each scene, flattened: ``(n, d_mut)``, raw units."""
         return self._flatten(latents, self.mutable)
 
+    def components(self, names: Sequence[str]) -> torch.Tensor:
+        """Positions of the mutable attributes ``names`` in the flattened ``(d_mut,)`` layout."""
+        unknown = [k for k in names if k not in self.mutable]
+        if unknown:
+            raise ValueError(f"expected mutable attributes among {list(self.mutable)}, got {unknown}")
+        sizes = [int(np.prod(self.shapes[k], dtype=np.int64)) for k in self.mutable]
+        starts = np.cumsum([0, *sizes])
+        return torch.tensor([j for k, a, b in zip(self.mutable, starts, starts[1:], strict=False)
+                             if k in names for j in range(a, b)], dtype=torch.long)
+
     def replace(self, latents: Mapping[str, torch.Tensor], attrs: torch.Tensor) -> dict[str, torch.Tensor]:
         """A copy of ``latents`` whose mutable attributes are ``attrs`` ``(n, d_mut)``."""
         out, i, n = dict(latents), 0, attrs.shape[0]

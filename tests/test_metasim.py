@@ -81,6 +81,31 @@ def test_pretraining_with_an_offset_learns_the_shifted_identity():
         g.pretrain_identity(steps=1, offset=torch.zeros(2))
 
 
+def test_components_locate_attributes_in_the_flattened_layout():
+    g = DistributionTransformer(Toy(), n_reference=200)  # mutable u (2 components), then r
+    assert g.components(["r"]).tolist() == [2]
+    assert g.components(["u"]).tolist() == [0, 1]
+    assert g.components(["r", "u"]).tolist() == [0, 1, 2]  # in layout order
+    with pytest.raises(ValueError, match="expected mutable attributes"):
+        g.components(["y"])
+
+
+def test_digit_restarts_offset_the_pose_and_keep_the_appearance():
+    from simsearch.metasim import MetaSimConfig, _trainer
+
+    problem = get_problem("digits-rot")
+    appearance = ("rotation", "shift", "width", "slant", "aspect", "scale")
+    config = MetaSimConfig(pretrain_steps=150, mutable=appearance, inputs=appearance).resolved("digits-rot")
+    assert config.restart_attributes == ("rotation", "shift")  # PROBLEM_SETTINGS
+    g = _trainer(problem, "mmd", 0, 1, config).transformer
+    fresh = problem.simulator.simulate(g.psi, 500, seed=5).latents
+    moved = ((g(fresh) - g.mutable_values(fresh)) / g.out_scale).mean(0).detach()
+    pose = g.components(config.restart_attributes)
+    kept = g.components([k for k in g.mutable if k not in config.restart_attributes])
+    assert torch.allclose(moved[pose].abs(), torch.full((3,), 2.0), atol=0.2), moved
+    assert float(moved[kept].abs().max()) < 0.2, moved
+
+
 def test_transformed_simulator_keeps_discrete_latents_and_renders_the_transformed_scene():
     sim = Toy()
     g = DistributionTransformer(sim, n_reference=200, sigma=0.2, seed=0)
