@@ -9,7 +9,14 @@ Adversarial start: every component at the bound farther from ψ_real. Reported: 
 each generation and the first generation whose mean reward has covered 90 % of the way from the
 first generation's mean to the ψ_real reward.
 
-    .venv/bin/python benchmarks/reinforce_traffic.py --generations 50 --population 4
+Policy settings: ``--sigma`` (default √0.05) in ``--sigma-units`` (default unit-box), fixed unless
+``--learn-sigma``; ``--normalize-advantage`` standardises Â within each generation. The recorded
+runs (BENCHMARKS.md, issue 4) use σ = 0.5 learned with standardised advantages, one start per
+process: from the adversarial start, σ = √0.05 trains a constant counter for nearly every draw and
+the policy does not leave that plateau.
+
+    .venv/bin/python benchmarks/reinforce_traffic.py --generations 200 --population 4 \
+        --starts adversarial --sigma 0.5 --learn-sigma --normalize-advantage
 """
 
 from __future__ import annotations
