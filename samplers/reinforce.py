@@ -27,7 +27,8 @@ space), u = (ψ − low) / (high − low). ``sigma`` is given in one of two unit
 
 *Measured (BENCHMARKS.md, issue 4)*: on ``gmm2d`` σ in ``"param"`` units (σ = √0.05, fixed or
 learned) ends at worse local optima than σ = 0.1 in unit-box units, learned (SVM test accuracy
-0.68–0.69 against 0.84 over seeds 10–13), and standardised advantages change nothing there (0.85);
+0.68–0.69 against 0.84 over seeds 10–13); standardised advantages end at 0.85 there (seeds 0–2:
+0.90 against 0.79), neither reaching 0.95 on every seed;
 on ``traffic-count`` from the adversarial start, where nearly every draw of σ = √0.05 (unit-box)
 trains a constant counter (reward sd within a generation often < 0.01), neither standardised
 advantages alone (flat for 42 generations) nor the plain rule (flat for 60) leave the plateau;
