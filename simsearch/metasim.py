@@ -55,9 +55,8 @@ _DIGIT_SETTINGS: dict[str, Any] = {
     # Making pen width, slant, aspect and size mutable too (§3.1 allows any continuous attribute;
     # they are the ones the MMD² responds to, benchmarks/metasim_landscape.py --appearance) lowered
     # the MMD² of digits-rot from 0.013 to 0.004 but the real validation accuracy from 88.9 to 86.3 %
-    # (benchmarks/metasim_table1.py --mutable ..., BENCHMARKS.md, issue 8): G_θ narrowed the spread
-    # of width and aspect by half, and a closer match in random-conv features is not a better
-    # training set
+    # (benchmarks/metasim_table1.py --mutable ..., BENCHMARKS.md, issue 8): a closer match in
+    # random-conv features was not a better training set
     "mutable": ("rotation", "shift"),
     # G_θ reads the mutable attributes only: a transformation shared by all digits (reading the
     # class, jitter and noise too let single digits settle at different rotations)
