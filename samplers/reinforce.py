@@ -32,7 +32,8 @@ learned) ends at worse local optima than σ = 0.1 in unit-box units, learned (SV
 on ``traffic-count`` from the adversarial start, where nearly every draw of σ = √0.05 (unit-box)
 trains a constant counter (reward sd within a generation often < 0.01), neither standardised
 advantages alone (flat for 42 generations) nor the plain rule (flat for 60) leave the plateau;
-σ = 0.5 (unit-box) learned, with standardised advantages, does (σ = 0.5 without them was not run).
+σ = 0.5 (unit-box) learned, with standardised advantages, does (σ = 0.5 without them was not run),
+while from a random start the plain rule at σ = √0.05 climbs further in 200 generations than it.
 No setting was best on every problem, so the defaults are unchanged: σ = √0.05 (LTS's value) in
 unit-box units, fixed, and Eq. 4's advantages R − b.
 
