@@ -110,9 +110,11 @@ def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _unflat(vector: torch.Tensor, params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out, i = {}, 0
+    """Split the last dimension of ``vector`` into tensors shaped like ``params`` (leading
+    dimensions, e.g. one row per sample, are kept)."""
+    out, i, lead = {}, 0, vector.shape[:-1]
     for name, p in params.items():
-        out[name] = vector[i : i + p.numel()].reshape(p.shape)
+        out[name] = vector[..., i : i + p.numel()].reshape(*lead, *p.shape)
         i += p.numel()
     return out
 
@@ -311,6 +313,17 @@ def leave_one_out_baseline(d: torch.Tensor) -> torch.Tensor:
     return (d.sum() - d) / (n - 1)
 
 
+def _log_q(
+    simulator: BaseSimulator, latents: Mapping[str, torch.Tensor], psi: Mapping[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """(ψ as fresh leaf tensors that require grad, log q_ψ(s_k) per sample at them)."""
+    psi_var = {
+        k: torch.as_tensor(v, dtype=torch.float32).detach().clone().requires_grad_(True)
+        for k, v in psi.items()
+    }
+    return psi_var, simulator.log_prob(dict(latents), psi_var)
+
+
 def score_function_gradient(
     simulator: BaseSimulator,
     latents: Mapping[str, torch.Tensor],
@@ -322,11 +335,7 @@ def score_function_gradient(
     Works for continuous and discrete latents alike: only ``simulator.log_prob`` is
     differentiated, never the renderer.
     """
-    psi_var = {
-        k: torch.as_tensor(v, dtype=torch.float32).detach().clone().requires_grad_(True)
-        for k, v in psi.items()
-    }
-    log_q = simulator.log_prob(dict(latents), psi_var)
+    psi_var, log_q = _log_q(simulator, latents, psi)
     surrogate = (log_q * weights.detach().to(log_q)).mean()
     grads = torch.autograd.grad(surrogate, list(psi_var.values()), materialize_grads=True)
     return {k: g.detach() for k, g in zip(psi_var, grads, strict=True)}
@@ -344,11 +353,7 @@ def score_matrix(
     is linear in w, so ∂g_j/∂w is the j-th score component of every sample: one backward pass
     per component of ψ (not per sample) through ``simulator.log_prob``.
     """
-    psi_var = {
-        k: torch.as_tensor(v, dtype=torch.float32).detach().clone().requires_grad_(True)
-        for k, v in psi.items()
-    }
-    log_q = simulator.log_prob(dict(latents), psi_var)
+    psi_var, log_q = _log_q(simulator, latents, psi)
     w = torch.zeros_like(log_q, requires_grad=True)
     g = _flat(torch.autograd.grad(log_q, list(psi_var.values()), grad_outputs=w,
                                   create_graph=True, materialize_grads=True))
@@ -356,12 +361,7 @@ def score_matrix(
     for j in range(g.numel()):
         (column,) = torch.autograd.grad(g[j], w, retain_graph=True, allow_unused=True)
         columns.append(torch.zeros_like(log_q) if column is None else column)
-    flat = torch.stack(columns, dim=1).detach()
-    out, i = {}, 0
-    for name, value in psi_var.items():
-        out[name] = flat[:, i : i + value.numel()].reshape(len(flat), *value.shape)
-        i += value.numel()
-    return out
+    return _unflat(torch.stack(columns, dim=1).detach(), psi_var)
 
 
 def _levenberg_solve(

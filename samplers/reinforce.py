@@ -233,7 +233,7 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
             raise ValueError(f"sigma must be > 0 and, in unit-box units, lie in {list(_SIGMA_RANGE)}; "
                              f"got {sigma!r} ({sigma_units})")
         if normalize_advantage and population_size < 2:
-            raise ValueError("normalize_advantage needs population_size (K) >= 2")
+            raise ValueError(f"normalize_advantage needs population_size (K) >= 2, got {population_size}")
         if not learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
         if optimizer not in _OPTIMIZERS:
@@ -467,7 +467,7 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         advantage = rewards - baseline  # Â_k of Eq. 4
         if self._normalize:
             spread = advantage.std()
-            advantage = (advantage - advantage.mean()) / spread if spread > 0 else advantage * 0.0
+            advantage = (advantage - advantage.mean()) / spread if spread > 0 else np.zeros_like(advantage)
         sigma = np.exp(policy.log_sigma)
         z = (draws - policy.mean) / sigma
         grad_mean = (advantage[:, None] * z / sigma).mean(axis=0)  # ∇_ω log N(x; ω, σ²) = (x−ω)/σ²
