@@ -34,16 +34,16 @@ from samplers.reinforce import _KEY, ReinforceSampler
 from simsearch.problems import get
 
 
-def _progress(name: str, k: int):
+def _progress(name: str, k: int, sampler: ReinforceSampler):
     """An Optuna callback printing each generation's mean reward as soon as it is complete (so a
-    run cut short still shows its curve)."""
+    run cut short still shows its curve), and the mean unit-box σ of the policy after its update."""
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if (trial.number + 1) % k == 0:
             values = [t.value for t in study.trials[-k:] if t.value is not None]
             print(f"  {name}: generation {trial.number // k} mean reward {np.mean(values):.3f} "
-                  f"(sd {np.std(values):.3f}, min {np.min(values):.3f}, max {np.max(values):.3f})",
-                  flush=True)
+                  f"(sd {np.std(values):.3f}, min {np.min(values):.3f}, max {np.max(values):.3f}), "
+                  f"σ after its update {sampler.policy(study).sigma.mean():.3f}", flush=True)
 
     return callback
 
@@ -102,7 +102,7 @@ def main() -> None:
                                     pruner=optuna.pruners.NopPruner())  # every trial trains ξ epochs
         start = time.perf_counter()
         study.optimize(objective, n_trials=args.population * args.generations,
-                       callbacks=[_progress(name, args.population)])
+                       callbacks=[_progress(name, args.population, sampler)])
         by_generation: dict[int, list[float]] = {}
         for t in study.trials:
             if t.value is not None:
