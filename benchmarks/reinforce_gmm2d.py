@@ -36,6 +36,18 @@ def _score(problem, source, seed: int) -> dict[str, float]:
     return {model: problem.score(source, seed, model=model)["test"] for model in MODELS}
 
 
+def _checkpoints(problem, sampler: ReinforceSampler, seed: int, every: int, scores: list[str]):
+    """An Optuna callback scoring the policy mean ω with the SVM (``problem.score``'s test
+    accuracy) after every ``every`` trials, appending ``"trials: accuracy"`` to ``scores``."""
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if (trial.number + 1) % every == 0:
+            psi = problem.simulator.space.from_params(sampler.policy(study).params)
+            scores.append(f"{trial.number + 1}: {problem.score(psi, seed, model='svm')['test']:.3f}")
+
+    return callback
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -48,6 +60,11 @@ def main() -> None:
     parser.add_argument("--fixed-sigma", action="store_true", help="do not learn σ")
     parser.add_argument("--normalize-advantage", action="store_true",
                         help="standardise the advantages within each generation")
+    parser.add_argument("--lr-decay", type=float, default=None,
+                        help="τ: generation g steps with lr / √(1 + g/τ) (default: constant lr)")
+    parser.add_argument("--min-sigma", type=float, default=1e-3, help="floor of the learned σ")
+    parser.add_argument("--checkpoints", type=int, default=4,
+                        help="score ω (SVM) this many times, evenly over the budget")
     parser.add_argument("--init", choices=("centre", "default"), default="centre",
                         help="initial ω: the centre of the bounds or the simulator's declared ψ")
     args = parser.parse_args()
@@ -60,18 +77,22 @@ def main() -> None:
           f"σ={args.sigma} ({args.sigma_units} units, "
           f"{'fixed' if args.fixed_sigma else 'learned'}), Adam, "
           f"advantages {'standardised' if args.normalize_advantage else 'R − b'}, "
+          f"lr decay τ = {args.lr_decay}, min σ {args.min_sigma}, "
           f"{args.trials} trials, init = {args.init}")
     for seed in args.seeds:
         sampler = ReinforceSampler.for_simulator(
             problem.simulator, init=args.init, population_size=args.population, learning_rate=args.lr,
             sigma=args.sigma, sigma_units=args.sigma_units, learn_sigma=not args.fixed_sigma,
-            normalize_advantage=args.normalize_advantage, seed=seed)
+            normalize_advantage=args.normalize_advantage, lr_decay=args.lr_decay,
+            min_sigma=args.min_sigma, seed=seed)
         objective = SimulatorObjective(problem.simulator, problem.models["svm"](), problem.val,
                                        n_samples=problem.n_samples, seed=seed)
         study = optuna.create_study(direction="maximize", sampler=sampler,
                                     pruner=optuna.pruners.NopPruner())
         start = time.perf_counter()
-        study.optimize(objective, n_trials=args.trials)
+        checkpoints: list[str] = []
+        study.optimize(objective, n_trials=args.trials, callbacks=[_checkpoints(
+            problem, sampler, seed, max(1, args.trials // args.checkpoints), checkpoints)])
         seconds = time.perf_counter() - start
         policy = sampler.policy(study)
         values = np.array([t.value for t in study.trials if t.value is not None])
@@ -89,6 +110,7 @@ def main() -> None:
         every = max(1, generations // 10)
         print(f"  mean val reward of generations 0, {every}, {2 * every}, …: "
               + " ".join(f"{r:.3f}" for r in curve[::every]), flush=True)
+        print(f"  SVM test accuracy of ω after trials {', '.join(checkpoints)}", flush=True)
         print(f"  learned ψ: means {psi['means'].numpy().round(2).tolist()}, "
               f"std {psi['log_std'].exp().numpy().round(2).tolist()}", flush=True)
     for name, source in problem.reference_sources().items():

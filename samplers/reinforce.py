@@ -14,6 +14,15 @@ the paper is a sum over k; the mean used here only rescales the learning rate. W
 b, and every generation's step has the same scale whatever the reward's units, so one generation
 with an outlying reward cannot dominate Adam's second-moment estimate for the generations after it.
 
+**Step size and σ floor.** Eq. 4 is a stochastic-gradient step; with a constant step size and
+scale-free steps (Adam, or standardised advantages) a converged policy keeps moving by steps of
+about the same size, driven by noise. ``lr_decay`` = τ decays the step size of generation g's
+update as lr_g = lr / √(1 + g/τ) (the usual O(1/√g) stochastic-gradient schedule: Σ lr_g = ∞, so
+the policy can still travel any distance), the same for both optimisers and a function of g
+alone, so the update stays deterministic given its members. With
+``learn_sigma`` the learned σ can collapse onto the first local optimum it finds; ``min_sigma``
+(unit-box units) is the floor it is clipped to (default 1e-3).
+
 **Coordinates and σ's units.** The policy lives in Optuna's unit-box coordinates: every
 parameter's interval ``[low, high]`` maps linearly onto ``[0, 1]`` (log-scaled parameters in log
 space), u = (ψ − low) / (high − low). ``sigma`` is given in one of two units (``sigma_units``):
@@ -118,7 +127,7 @@ __all__ = ["PolicySnapshot", "ReinforceSampler"]
 
 _logger = logging.getLogger(__name__)
 _KEY = "reinforce:state"
-_SIGMA_RANGE = (1e-3, 1.0)  # σ (unit-box units) is kept inside this range when it is learned
+_SIGMA_RANGE = (1e-3, 1.0)  # the range of min_sigma and of the unit-box σ (learned σ: [min_sigma, 1])
 _ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
 _OPTIMIZERS = ("adam", "sgd")
 _SIGMA_UNITS = ("unit", "param")
@@ -184,12 +193,16 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
             ``sigma_units``.
         sigma_units: ``"unit"`` (unit-box units, the same σ for every coordinate) or ``"param"``
             (each parameter's own units, σ_i = σ / (high_i − low_i) in the unit box; see the
-            module's note). Either way the unit-box σ_i must lie in [1e-3, 1].
-        learn_sigma: also learn log σ per coordinate (unit-box σ kept in [1e-3, 1]); the paper
-            fixes σ.
+            module's note). Either way the unit-box σ_i must lie in [min_sigma, 1].
+        learn_sigma: also learn log σ per coordinate (unit-box σ kept in [min_sigma, 1]); the
+            paper fixes σ.
         learning_rate: step size of the optimiser on ω (and log σ).
         optimizer: ``"adam"`` or ``"sgd"`` (gradient *ascent* on J).
         baseline_decay: β of the moving-average baseline b ← β b + (1 − β) mean(R), in [0, 1).
+        lr_decay: τ > 0 (generations): generation g's update uses the step size
+            lr / √(1 + g/τ). ``None``: constant.
+        min_sigma: the floor of the learned unit-box σ, in [1e-3, 1] and at most the initial
+            unit-box σ.
         normalize_advantage: standardise the advantages within each generation (see the
             module's note); needs K ≥ 2.
         init: starting ω as parameter values (e.g. the simulator's init, or a deliberately bad
@@ -217,6 +230,8 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         optimizer: str = "adam",
         baseline_decay: float = 0.9,
         normalize_advantage: bool = False,
+        lr_decay: float | None = None,
+        min_sigma: float = _SIGMA_RANGE[0],
         init: Mapping[str, Any] | None = None,
         search_space: Mapping[str, BaseDistribution] | None = None,
         independent_sampler: optuna.samplers.BaseSampler | None = None,
@@ -229,9 +244,12 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
             raise ValueError(f"population_size (K) must be an int >= 1, got {population_size!r}")
         if sigma_units not in _SIGMA_UNITS:
             raise ValueError(f"sigma_units must be one of {_SIGMA_UNITS}, got {sigma_units!r}")
-        if not sigma > 0 or (sigma_units == "unit" and not _SIGMA_RANGE[0] <= sigma <= _SIGMA_RANGE[1]):
-            raise ValueError(f"sigma must be > 0 and, in unit-box units, lie in {list(_SIGMA_RANGE)}; "
-                             f"got {sigma!r} ({sigma_units})")
+        if not _SIGMA_RANGE[0] <= min_sigma <= _SIGMA_RANGE[1]:
+            raise ValueError(f"min_sigma (unit-box units) must lie in {list(_SIGMA_RANGE)}, "
+                             f"got {min_sigma!r}")
+        if not sigma > 0 or (sigma_units == "unit" and not min_sigma <= sigma <= _SIGMA_RANGE[1]):
+            raise ValueError(f"sigma must be > 0 and, in unit-box units, lie in "
+                             f"[min_sigma, 1] = [{min_sigma:g}, 1]; got {sigma!r} ({sigma_units})")
         if normalize_advantage and population_size < 2:
             raise ValueError(f"normalize_advantage needs population_size (K) >= 2, got {population_size}")
         if not learning_rate > 0:
@@ -240,6 +258,8 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
             raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {optimizer!r}")
         if not 0 <= baseline_decay < 1:
             raise ValueError(f"baseline_decay must lie in [0, 1), got {baseline_decay!r}")
+        if lr_decay is not None and not lr_decay > 0:
+            raise ValueError(f"lr_decay (τ, generations) must be > 0 or None, got {lr_decay!r}")
         if not wait_timeout > 0 or not poll_interval > 0:
             raise ValueError(f"wait_timeout and poll_interval must be > 0 seconds, got "
                              f"{wait_timeout!r} and {poll_interval!r}")
@@ -248,6 +268,7 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         self._k, self._sigma, self._learn_sigma = population_size, float(sigma), learn_sigma
         self._sigma_units, self._normalize = sigma_units, normalize_advantage
         self._lr, self._optimizer, self._decay = float(learning_rate), optimizer, baseline_decay
+        self._lr_decay, self._min_sigma = lr_decay, float(min_sigma)
         self._init = dict(init or {})
         self._search_space = None if search_space is None else dict(search_space)
         if self._search_space is not None:
@@ -454,14 +475,17 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         sigma = np.full(d, self._sigma)
         if self._sigma_units == "param":
             sigma = sigma / (trans._raw_bounds[:, 1] - trans._raw_bounds[:, 0])
-        if np.any((sigma < _SIGMA_RANGE[0]) | (sigma > _SIGMA_RANGE[1])):
+        if np.any((sigma < self._min_sigma) | (sigma > _SIGMA_RANGE[1])):
             raise ValueError(f"sigma = {self._sigma:g} ({self._sigma_units}) gives unit-box σ "
-                             f"{sigma.min():.3g}…{sigma.max():.3g} outside {list(_SIGMA_RANGE)}")
+                             f"{sigma.min():.3g}…{sigma.max():.3g} outside "
+                             f"[{self._min_sigma:g}, {_SIGMA_RANGE[1]:g}] (min_sigma, 1)")
         moments = (np.zeros(2 * d), np.zeros(2 * d), 0) if self._optimizer == "adam" else None
         return _Policy(mean, np.log(sigma), None, moments)
 
-    def _step(self, policy: _Policy, draws: np.ndarray, rewards: np.ndarray) -> _Policy:
-        """One gradient-ascent step of Eq. 4 from K draws (K, d) and their rewards (K,)."""
+    def _step(self, policy: _Policy, draws: np.ndarray, rewards: np.ndarray,
+              generation: int) -> _Policy:
+        """Generation ``generation``'s gradient-ascent step of Eq. 4 from K draws (K, d) and their
+        rewards (K,)."""
         mean_reward = float(rewards.mean())
         baseline = mean_reward if policy.baseline is None else policy.baseline
         advantage = rewards - baseline  # Â_k of Eq. 4
@@ -474,17 +498,20 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         grad_log_sigma = (advantage[:, None] * (z**2 - 1.0)).mean(axis=0)  # ∇_{log σ} log N
         theta = np.concatenate([policy.mean, policy.log_sigma])
         grad = np.concatenate([grad_mean, grad_log_sigma if self._learn_sigma else np.zeros(len(sigma))])
+        lr = self._lr  # generation g's step size: lr / √(1 + g/τ) with lr_decay = τ
+        if self._lr_decay is not None:
+            lr = lr / math.sqrt(1.0 + generation / self._lr_decay)
         moments = None
         if policy.moments is None:
-            theta = theta + self._lr * grad
+            theta = theta + lr * grad
         else:
             m, v, t = policy.moments
             (b1, b2), t = _ADAM_BETAS, t + 1
             m, v = b1 * m + (1 - b1) * grad, b2 * v + (1 - b2) * grad**2
-            theta = theta + self._lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + _ADAM_EPS)
+            theta = theta + lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + _ADAM_EPS)
             moments = (m, v, t)
         d = len(policy.mean)
-        lo, hi = np.log(_SIGMA_RANGE)
+        lo, hi = np.log(self._min_sigma), np.log(_SIGMA_RANGE[1])
         new_baseline = self._decay * baseline + (1 - self._decay) * mean_reward
         return _Policy(np.clip(theta[:d], 0.0, 1.0), np.clip(theta[d:], lo, hi), new_baseline,
                        moments)
@@ -543,7 +570,7 @@ class _Chain:
             if used:
                 draws = np.array([self.records[n]["draw"] for n in used], dtype=np.float64)
                 rewards = np.array([sign * self.by_number[n].value for n in used], dtype=np.float64)
-                policy = step(policy, draws, rewards)
+                policy = step(policy, draws, rewards, g)
             g, stored = g + 1, False
         return _Replay(g, policy, stored, used, [])
 

@@ -64,7 +64,7 @@ def audit_chain(study: optuna.Study, sampler: ReinforceSampler, k: int) -> dict[
                      and "fixed_params" not in trials[n].system_attrs)
         if used:
             policy = sampler._step(policy, np.array([records[n]["draw"] for n in used]),
-                                   np.array([sign * trials[n].value for n in used]))
+                                   np.array([sign * trials[n].value for n in used]), g)
     return chain
 
 
@@ -73,16 +73,19 @@ def chain_means(chain: dict[int, dict]) -> np.ndarray:
 
 
 # -- the gradient (Eq. 3–4) against closed forms -------------------------------------------------
-@pytest.mark.parametrize("learn_sigma, init", [(False, (-1.0, 1.0)), (True, tuple(CENTRE))])
-def test_update_follows_the_analytic_gradient_of_expected_reward(learn_sigma, init):
+@pytest.mark.parametrize("learn_sigma, init, lr_decay",
+                         [(False, (-1.0, 1.0), None), (True, tuple(CENTRE), None),
+                          (False, (-1.0, 1.0), 10.0)])
+def test_update_follows_the_analytic_gradient_of_expected_reward(learn_sigma, init, lr_decay):
     """R = −‖ψ − c‖² under π = N(ω, σ²) in unit-box coordinates u (ψ = low + r u, r = high − low):
     E_π[R] = −Σ_i (low + r ω_i − c_i)² − Σ_i r² σ_i², so ∂/∂ω_i = −2 r (ψ̄_i − c_i) and
-    ∂/∂log σ_i = −2 r² σ_i². With SGD, (θ_{g+1} − θ_g)/lr is the sampler's estimate; averaged over
-    many generations it must match the closed form (ω barely moves: lr is tiny). The σ part is
-    checked at ω = c, where it is the whole gradient."""
+    ∂/∂log σ_i = −2 r² σ_i². With SGD, (θ_{g+1} − θ_g)/lr_g is the sampler's estimate, lr_g =
+    lr / √(1 + g/τ) with ``lr_decay`` τ; averaged over many generations it must match the closed
+    form (ω barely moves: lr is tiny). The σ part is checked at ω = c, where it is the whole
+    gradient."""
     k, lr, generations = 8, 1e-4, 100
     sampler = ReinforceSampler(search_space=SPACE, init=dict(zip(SPACE, init, strict=True)),
-                               sigma=0.05,
+                               sigma=0.05, lr_decay=lr_decay,
                                learn_sigma=learn_sigma, optimizer="sgd", learning_rate=lr,
                                population_size=k, seed=1)
     study = optuna.create_study(direction="maximize", sampler=sampler)
@@ -90,7 +93,8 @@ def test_update_follows_the_analytic_gradient_of_expected_reward(learn_sigma, in
     chain = audit_chain(study, sampler, k)
     policies = [chain[g]["policy"] for g in sorted(chain)]
     theta = np.array([p["mean"] + p["log_sigma"] for p in policies])
-    estimates = np.diff(theta, axis=0)[1:] / lr  # the first update uses its own mean as baseline
+    g = np.arange(1, len(theta) - 1)[:, None]  # the first update uses its own mean as baseline
+    estimates = np.diff(theta, axis=0)[1:] / (lr / np.sqrt(1 + g / (lr_decay or math.inf)))
     r = HIGH - LOW
     mean, sigma = theta[1:-1, :2], np.exp(theta[1:-1, 2:])
     analytic = np.concatenate([-2 * r * (LOW + r * mean - CENTRE), -2 * r**2 * sigma**2], axis=1)
@@ -168,6 +172,65 @@ def test_standardised_advantages_make_the_update_invariant_to_the_reward_scale()
     assert not np.allclose(chain(1.0, 0.0, False), chain(100.0, 7.0, False), rtol=0, atol=1e-3)
     flat = chain(1.0, 0.0, True, objective=lambda t: neg_sq_distance(t) * 0.0)
     assert np.allclose(flat, flat[0]) and len(flat) == 7
+
+
+def test_lr_decay_scales_each_generations_step():
+    """With lr_decay = τ, generation g's step is the constant-lr step scaled by 1/√(1 + g/τ) (SGD:
+    the displacement of ω itself; Adam: the same step as a sampler with lr / √(1 + g/τ) and the
+    same moments). Generation 0 steps with the full lr."""
+    policy = _Policy(np.array([0.4, 0.6]), np.log(np.array([0.1, 0.1])), 0.0, None)
+    draws, rewards = np.array([[0.5, 0.5], [0.3, 0.7], [0.45, 0.62]]), np.array([1.0, -1.0, 0.5])
+    def step(g, lr=0.01, optimizer="sgd", start=policy, **options):
+        sampler = ReinforceSampler(search_space=SPACE, learning_rate=lr, optimizer=optimizer,
+                                   learn_sigma=True, population_size=3, **options)
+        return sampler._step(start, draws, rewards, g)
+
+    constant = step(7).mean - policy.mean
+    assert np.linalg.norm(constant) > 1e-4
+    for g, tau in ((0, 5.0), (7, 5.0), (40, 2.0)):
+        decayed = step(g, lr_decay=tau).mean - policy.mean
+        assert np.allclose(decayed, constant / math.sqrt(1 + g / tau), rtol=1e-12, atol=0)
+    adam = _Policy(policy.mean, policy.log_sigma, 0.0, (np.full(4, 0.3), np.full(4, 0.2), 5))
+    decayed = step(12, lr=0.02, optimizer="adam", start=adam, lr_decay=4.0)
+    same = step(12, lr=0.01, optimizer="adam", start=adam)
+    assert np.allclose(np.concatenate([decayed.mean, decayed.log_sigma]),
+                       np.concatenate([same.mean, same.log_sigma]), rtol=1e-12, atol=1e-15)
+
+
+def test_lr_decay_chain_is_replayed_exactly_and_settles():
+    """A study with lr_decay: every stored policy equals the replay of its generation's members
+    (audit_chain, which steps with the generation's index), ω still reaches the optimum, and its
+    steps over the last 20 of 60 generations are shorter than with a constant lr."""
+    def means(**options):
+        sampler = ReinforceSampler(search_space=SPACE, init={"a": -1.5, "b": 1.5},
+                                   population_size=8, learning_rate=0.05, learn_sigma=True,
+                                   seed=3, **options)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(neg_sq_distance, n_trials=8 * 60)
+        learned = sampler.policy(study)
+        assert np.allclose([learned.params["a"], learned.params["b"]], CENTRE, atol=0.2), learned
+        chain = chain_means(audit_chain(study, sampler, 8))
+        assert len(chain) == 61
+        return np.linalg.norm(np.diff(chain[-21:], axis=0), axis=1).mean()
+
+    assert means(lr_decay=10.0) < 0.8 * means()
+
+
+def test_min_sigma_is_the_floor_of_the_learned_sigma():
+    """Near the optimum the learned σ shrinks: below 0.1 without a floor, and with min_sigma = 0.1
+    every policy's σ stays ≥ 0.1 and ends on the floor."""
+    def sigmas(**options):
+        sampler = ReinforceSampler(search_space=SPACE, init=dict(zip(SPACE, CENTRE, strict=True)),
+                                   population_size=8, learning_rate=0.05, learn_sigma=True, seed=3,
+                                   **options)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(neg_sq_distance, n_trials=8 * 60)
+        chain = audit_chain(study, sampler, 8)
+        return np.exp(np.array([chain[g]["policy"]["log_sigma"] for g in sorted(chain)]))
+
+    assert sigmas()[-1].max() < 0.1
+    floored = sigmas(min_sigma=0.1)
+    assert floored.min() >= 0.1 - 1e-12 and np.allclose(floored[-1], 0.1)
 
 
 # -- state in storage -----------------------------------------------------------------------
@@ -387,6 +450,11 @@ def test_initial_mean_from_simulator_centre_or_given_point():
         ({"sigma_units": "pixels"}, "sigma_units must be one of"),
         ({"sigma": 2.0}, "sigma must be"),
         ({"population_size": 1, "normalize_advantage": True}, "normalize_advantage needs"),
+        ({"lr_decay": 0.0}, r"lr_decay \(τ, generations\) must be > 0 or None, got 0.0"),
+        ({"min_sigma": 0.0}, r"min_sigma \(unit-box units\) must lie in \[0.001, 1.0\], got 0.0"),
+        ({"min_sigma": 0.3}, r"lie in \[min_sigma, 1\] = \[0.3, 1\]; got 0.22"),
+        ({"search_space": SPACE, "sigma": 0.2, "sigma_units": "param", "min_sigma": 0.1},
+         r"outside \[0.1, 1\] \(min_sigma, 1\)"),
         ({"search_space": SPACE, "sigma": 10.0, "sigma_units": "param"}, "outside"),
         ({"search_space": SPACE, "init": {"a": 3.0}}, r"init\['a'\].*got 3.0"),
         ({"search_space": {"n": optuna.distributions.IntDistribution(0, 3)}},
