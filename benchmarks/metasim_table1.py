@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from simsearch import problems
-from simsearch.metasim import MetaSimConfig, run_metasim
+from simsearch.metasim import PROBLEM_SETTINGS, MetaSimConfig, run_metasim
 from simsearch.problems import mean_std
 
 PROBLEMS = ("digits-rot", "digits-rot-textures")
@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--task-weight", type=float, default=MetaSimConfig.task_weight)
     parser.add_argument("--mutable", help="comma-separated mutable attributes, also G_θ's inputs "
                         "(default: simsearch.metasim.PROBLEM_SETTINGS)")
+    parser.add_argument("--one-hot", help="comma-separated categorical latents G_θ also reads, one-hot "
+                        "(e.g. label: a class-conditioned G_θ; default: PROBLEM_SETTINGS)")
     parser.add_argument("--no-docs", action="store_true", help="do not copy the plots to docs/")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -59,8 +61,12 @@ def main() -> None:
     start = time.perf_counter()
     modes = args.modes.split(",")
     mutable = tuple(args.mutable.split(",")) if args.mutable else None
+    one_hot = tuple(args.one_hot.split(",")) if args.one_hot else None
+    inputs = mutable
+    if one_hot:
+        inputs = (*(mutable or PROBLEM_SETTINGS[args.problem]["inputs"]), *one_hot)
     config = MetaSimConfig(iterations=args.iterations, restarts=args.restarts, task_weight=args.task_weight,
-                           mutable=mutable, inputs=mutable)
+                           mutable=mutable, inputs=inputs, one_hot=one_hot)
     run_metasim(args.problem, modes, seeds, config, out=args.out, jobs=args.jobs)
     psi90 = problem.simulator.init_psi()
     psi90["rotation"] = torch.tensor(90.0)

@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.distributions import Independent, Normal
+from torch.distributions import Categorical, Independent, Normal
 
 from simsearch.mmd import FeatureMap, default_features, mmd2
 from simsearch.objective import trial_seed
@@ -96,6 +96,27 @@ def continuous_latents(simulator: Simulator, psi: Psi, latents: Mapping[str, tor
     return names
 
 
+def _categories(
+    simulator: Simulator, psi: Psi, latents: Mapping[str, torch.Tensor], inputs: Sequence[str],
+    one_hot: Sequence[str],
+) -> dict[str, int]:
+    """The number of categories of each latent in ``one_hot`` (each must be among ``inputs`` and
+    drawn from a ``Categorical``), read from its distribution under q_ψ."""
+    unknown = [k for k in one_hot if k not in inputs]
+    if unknown:
+        raise ValueError(f"one_hot: expected a subset of the inputs {list(inputs)}, got {list(one_hot)}")
+    n = next(iter(latents.values())).shape[0]
+    specs = simulator.distributions(psi, n)
+    categories = {}
+    for name in one_hot:
+        spec = specs[name]
+        dist = spec(dict(latents)) if callable(spec) else spec
+        if not isinstance(dist, Categorical):
+            raise ValueError(f"one_hot: {name!r} must be drawn from a Categorical, got {type(dist).__name__}")
+        categories[name] = int(dist.probs.shape[-1])
+    return categories
+
+
 class DistributionTransformer(torch.nn.Module):
     """G_θ: all attributes of a scene → the mean of its transformed mutable attributes.
 
@@ -109,6 +130,10 @@ class DistributionTransformer(torch.nn.Module):
         mutable: names of the latents G_θ may change; default: every continuous latent.
         inputs: names of the latents G_θ reads (Meta-Sim: all attributes of a scene, the default);
             reading fewer makes the transformation shared by more scenes.
+        one_hot: names among ``inputs`` of categorical latents (``torch.distributions.Categorical``)
+            that G_θ reads as one-hot vectors rather than as their index (Meta-Sim §3.1: a node's
+            class is one of its attributes; an index would order the classes), e.g. the digit's
+            class, so that G_θ(s) can differ per class.
         hidden: width of the two hidden layers.
         sigma: Eq. 4's fixed standard deviation, in units of each attribute's ``scale``.
         scales: per-latent scale (raw units) of the mutable attributes; default: the reference
@@ -129,6 +154,7 @@ class DistributionTransformer(torch.nn.Module):
         scales: Mapping[str, float] | None = None,
         n_reference: int = 2000,
         seed: int = 0,
+        one_hot: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if not isinstance(simulator, Simulator):
@@ -160,12 +186,13 @@ class DistributionTransformer(torch.nn.Module):
             raise ValueError(f"inputs: expected a non-empty subset of the latents {list(self.names)}, "
                              f"got {list(inputs)}")
         self.inputs = tuple(k for k in self.names if k in inputs)
+        self.categories = _categories(simulator, self.psi, reference, self.inputs, one_hot)
         scales = dict(scales or {})
         bad = sorted(set(scales) - set(self.mutable))
         if bad:
             raise ValueError(f"scales: unknown mutable attributes {bad}; expected some of {self.mutable}")
         self.sigma = float(sigma)
-        inputs = self._flatten(reference, self.inputs)
+        inputs = self._input_matrix(reference)
         outputs = self._flatten(reference, self.mutable)
         out_scale = outputs.std(0).clamp_min(1e-3)
         i = 0
@@ -199,6 +226,18 @@ class DistributionTransformer(torch.nn.Module):
         n = latents[names[0]].shape[0]
         return torch.cat([latents[k].reshape(n, -1).float() for k in names], dim=1)
 
+    def _input_matrix(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """What G_θ reads, unstandardised ``(n, d_in)``: the ``inputs`` flattened, those in
+        ``one_hot`` as one-hot vectors over their categories."""
+        self._flatten(latents, self.inputs)  # names every missing latent
+        n = latents[self.inputs[0]].shape[0]
+        parts = [
+            torch.nn.functional.one_hot(latents[k].long(), self.categories[k]).reshape(n, -1).float()
+            if k in self.categories else latents[k].reshape(n, -1).float()
+            for k in self.inputs
+        ]
+        return torch.cat(parts, dim=1)
+
     def mutable_values(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The mutable attributes of each scene, flattened: ``(n, d_mut)``, raw units."""
         return self._flatten(latents, self.mutable)
@@ -225,7 +264,7 @@ class DistributionTransformer(torch.nn.Module):
     # -- G_θ and Eq. 4 --------------------------------------------------------------------------
     def scaled_mean(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """G_θ(s) in standardised output units ``(n, d_mut)``."""
-        z = (self._flatten(latents, self.inputs) - self.in_shift) / self.in_scale
+        z = (self._input_matrix(latents) - self.in_shift) / self.in_scale
         return self.mlp(z) + self.skip(z)
 
     def forward(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:

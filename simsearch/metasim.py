@@ -68,9 +68,10 @@ _DIGIT_SETTINGS: dict[str, Any] = {
     "scales": {"rotation": 30.0, "shift": 0.15},
     # the restarts' offsets (see MetaSimConfig) move the pose only, whose MMD² has two minima
     "restart_attributes": ("rotation", "shift"),
+    "one_hot": (),
 }
 #: Per-problem defaults for :class:`MetaSimConfig` fields (mutable and input attributes, scales,
-#: the attributes the restarts offset).
+#: the attributes the restarts offset, the inputs read one-hot).
 PROBLEM_SETTINGS: dict[str, dict[str, Any]] = {
     name: _DIGIT_SETTINGS for name in ("digits", "digits-rot", "digits-rot-textures")
 }
@@ -80,9 +81,12 @@ PROBLEM_SETTINGS: dict[str, dict[str, Any]] = {
 class MetaSimConfig:
     """Hyper-parameters of one Meta-Sim run (names follow Alg. 1 where it names them).
 
-    ``mutable`` / ``inputs`` / ``scales`` / ``restart_attributes``: ``None`` takes
+    ``mutable`` / ``inputs`` / ``scales`` / ``restart_attributes`` / ``one_hot``: ``None`` takes
     :data:`PROBLEM_SETTINGS` for the problem, else every continuous latent is mutable, G_θ reads
-    every latent, scales are data-driven and the restarts offset every mutable attribute.
+    every latent, scales are data-driven, the restarts offset every mutable attribute and no input
+    is read one-hot. ``one_hot``: categorical inputs G_θ reads as one-hot vectors (e.g. the
+    digit's class: a class-conditioned G_θ, Meta-Sim §3.1), see
+    :class:`~lightning_modules.distribution_transformer.DistributionTransformer`.
 
     ``restarts`` / ``restart_iterations`` / ``restart_offset``: G_θ is pre-trained (§3.2.1) and
     trained ``restarts`` times for the first ``restart_iterations`` iterations; the restart with the
@@ -138,13 +142,15 @@ class MetaSimConfig:
     inputs: tuple[str, ...] | None = None
     scales: dict[str, float] | None = field(default=None)
     restart_attributes: tuple[str, ...] | None = None
+    one_hot: tuple[str, ...] | None = None
 
     def resolved(self, problem_name: str) -> MetaSimConfig:
         settings = PROBLEM_SETTINGS.get(problem_name, {})
         values = asdict(self)
-        for key in ("mutable", "inputs", "scales", "restart_attributes"):
+        for key in ("mutable", "inputs", "scales", "restart_attributes", "one_hot"):
             if values[key] is None:
                 values[key] = settings.get(key)
+        values["one_hot"] = values["one_hot"] or ()
         return MetaSimConfig(**values)
 
 
@@ -176,12 +182,11 @@ def run_metasim(
         raise ValueError(f"modes: expected some of {list(MODES)}, got {list(modes)}")
     if not seeds:
         raise ValueError("seeds: expected at least one seed, got none")
-    check_positive_int("jobs", jobs)
-    check_positive_int("restarts", config.restarts)
-    check_positive_int("restart_iterations", config.restart_iterations)
     if jobs > 1 and problem.name not in problems.names():
         raise ValueError(f"jobs > 1 needs a registered problem, got {problem.name!r}")
     config = (config or MetaSimConfig()).resolved(problem.name)
+    check_positive_int("restarts", config.restarts)
+    check_positive_int("restart_iterations", config.restart_iterations)
     grids = [Path(out) if out is not None and seed == seeds[0] else None for seed in seeds]
     if jobs == 1:
         say = log or (lambda _msg: None)
@@ -285,7 +290,7 @@ def _trainer(problem: Problem, mode: str, seed: int, restart: int, config: MetaS
         seed = trial_seed(seed, 100 + restart)
     transformer = DistributionTransformer(
         simulator, psi, config.mutable, config.inputs, config.hidden, config.sigma, config.scales,
-        seed=seed,
+        seed=seed, one_hot=config.one_hot,
     )
     offset = torch.zeros(transformer.out_scale.shape)
     if restart > 0:

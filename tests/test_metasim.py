@@ -90,6 +90,47 @@ def test_components_locate_attributes_in_the_flattened_layout():
         g.components(["y"])
 
 
+def test_one_hot_inputs_read_the_class_as_indicators_and_allow_a_per_class_transform():
+    sim = Toy()
+    g = DistributionTransformer(sim, mutable=["u"], inputs=["c", "u"], one_hot=["c"], n_reference=300, seed=4)
+    assert g.categories == {"c": 3} and g.in_shift.shape == (3 + 2,)
+    reference = sim.simulate(MU0, 300, seed=4).latents  # the batch the layout is read from
+    frequencies = torch.bincount(reference["c"], minlength=3).float() / 300
+    assert torch.allclose(g.in_shift[:3], frequencies)  # the one-hot columns' means
+    assert torch.allclose(g.in_shift[3:], reference["u"].mean(0))
+    # a per-class offset (+2 scale units for c = 1 only) is a linear function of the indicators
+    optimiser = torch.optim.Adam(g.parameters(), lr=1e-2)
+    for step in range(300):
+        latents = sim.simulate(MU0, 256, seed=1000 + step).latents
+        target = (g.mutable_values(latents) - g.out_shift) / g.out_scale
+        target = target + 2.0 * (latents["c"] == 1).float().unsqueeze(1)
+        loss = (g.scaled_mean(latents) - target).abs().mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    fresh = sim.simulate(MU0, 600, seed=9).latents
+    moved = ((g(fresh) - g.mutable_values(fresh)) / g.out_scale).detach()
+    for c, expected in enumerate((0.0, 2.0, 0.0)):
+        assert torch.allclose(moved[fresh["c"] == c].mean(0), torch.full((2,), expected), atol=0.1)
+    with pytest.raises(ValueError, match=r"one_hot: expected a subset of the inputs \['c', 'u'\]"):
+        DistributionTransformer(sim, inputs=["c", "u"], one_hot=["y"], n_reference=100)
+    with pytest.raises(ValueError, match="one_hot: 'u' must be drawn from a Categorical, got Independent"):
+        DistributionTransformer(sim, one_hot=["u"], n_reference=100)
+
+
+def test_digit_settings_read_the_class_one_hot():
+    from simsearch.metasim import PROBLEM_SETTINGS, MetaSimConfig, _trainer
+
+    problem = get_problem("digits-rot")
+    config = MetaSimConfig(pretrain_steps=1).resolved("digits-rot")
+    assert config.one_hot == PROBLEM_SETTINGS["digits-rot"]["one_hot"]
+    g = _trainer(problem, "mmd", 0, 0, config).transformer
+    widths = {"label": 10, "rotation": 1, "shift": 2}
+    assert g.in_shift.shape == (sum(widths[k] if k in config.one_hot else
+                                    (1 if k != "shift" else 2) for k in config.inputs),)
+    assert MetaSimConfig().resolved("gmm2d").one_hot == ()
+
+
 def test_digit_restarts_offset_the_pose_and_keep_the_appearance():
     from simsearch.metasim import MetaSimConfig, _trainer
 
