@@ -166,6 +166,7 @@ def main() -> None:
           f"{args.seeds} seeds; torch {torch.__version__}, {torch.get_num_threads()} threads")
     rows: dict[tuple, list[tuple]] = {}
     for seed in range(args.seeds):
+        torch.manual_seed(seed)  # the model's initialisation
         module = problem.make_model()
         models, batches = [], []
         for t in range(args.warmup):
