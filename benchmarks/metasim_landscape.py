@@ -28,9 +28,9 @@ from simsearch.problems import Problem
 
 #: ψ values scanned by ``--appearance`` (the middle one is the stroke simulator's default).
 APPEARANCE = {
-    "width": (0.07, 0.11, 0.15, 0.19, 0.23),
+    "width": (0.10, 0.13, 0.17, 0.21, 0.25),
     "slant": (-0.3, -0.15, 0.0, 0.15, 0.3),
-    "aspect": (0.8, 0.95, 1.1, 1.25, 1.4),
+    "aspect": (0.7, 0.85, 1.0, 1.15, 1.3),
     "scale": (0.85, 0.92, 1.0, 1.08, 1.15),
     "warp": (0.05, 0.1, 0.15, 0.25, 0.35),
     "jitter": (0.03, 0.06, 0.1, 0.15, 0.2),
