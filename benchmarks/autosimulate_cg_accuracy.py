@@ -143,6 +143,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problem", default="traffic-count")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds --first-seed … --first-seed + --seeds − 1 (split runs)")
     parser.add_argument("--warmup", type=int, default=4, help="trials of ξ epochs before θ_T")
     parser.add_argument("--chain", type=int, default=2, help="solves before θ_T's, per setting")
     parser.add_argument("--hessian-samples", default="32,64,128,256")
@@ -165,7 +167,7 @@ def main() -> None:
           f"reference: H on all M, CG tol {args.ref_tol:g}, cap {args.ref_cap}; "
           f"{args.seeds} seeds; torch {torch.__version__}, {torch.get_num_threads()} threads")
     rows: dict[tuple, list[tuple]] = {}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         torch.manual_seed(seed)  # the model's initialisation
         module = problem.make_model()
         models, batches = [], []
@@ -174,7 +176,7 @@ def main() -> None:
             fit_tensors(module, batch.x, batch.y, problem.epochs, problem.batch_size, 100 * seed + t)
             models.append({k: v.detach().clone() for k, v in module.state_dict().items()})
             batches.append(batch)
-        if seed == 0:
+        if seed == args.first_seed:
             g = loss_gradient(module.eval(), select_parameters(module), *problem.val)
             _time_hvps(module, batches[-1], sizes, g)
             print()
