@@ -96,7 +96,14 @@ from samplers.hypergradient import METHODS, ThetaSelector, ValLoss, hypergradien
 from simsearch.parameters import ParameterSpace
 from simsearch.simulator import BaseSimulator
 
-__all__ = ["AutoSimulateSampler", "adam_step", "descend", "fisher_information", "natural_gradient"]
+__all__ = [
+    "AutoSimulateSampler",
+    "adam_step",
+    "descend",
+    "fisher_information",
+    "natural_gradient",
+    "start_damping",
+]
 
 _KEY = "autosimulate:"
 JITTER = 0.05  # std of a concurrent proposal's jitter, as a fraction of each parameter's range
@@ -191,6 +198,25 @@ def descend(
     return low + u_next * (high - low), m, v
 
 
+def start_damping(damping: float, previous: float | None) -> float:
+    """The λ a trial's solve starts from: half the λ its parent trial's solve ended with, but not
+    below the configured ``damping`` (Levenberg–Marquardt's memory of λ between iterations, with
+    its decrease after a step that needed no increase; Moré 1978, AutoSimulate's [30]; §4.2 adds λI
+    because "the Hessian might have negative eigenvalues").
+
+    :func:`samplers.hypergradient.hypergradient` raises λ whenever CG meets negative curvature,
+    and each raise restarts the solve; starting every trial from the configured λ repeated those
+    restarts in every trial (BENCHMARKS.md, issue 5: on traffic-count they used most of the CG
+    cap). Halving lets λ fall back when the curvature of the fine-tuned model allows it.
+
+    >>> start_damping(1e-2, None), start_damping(1e-2, 2.0), start_damping(1e-2, 1e-3)
+    (0.01, 1.0, 0.01)
+    """
+    if previous is None or not math.isfinite(previous):
+        return damping
+    return max(damping, 0.5 * float(previous))
+
+
 def _snap(value: float, dist: BaseDistribution) -> float | int:
     """``value`` moved into a numeric distribution: clipped, on its step grid, int for ints."""
     low, high, step = dist.low, dist.high, dist.step
@@ -240,11 +266,17 @@ class AutoSimulateSampler(BaseSampler):
         betas: Adam's moment decay rates.
         theta: restrict θ to some parameters of the model (names / prefixes / predicate; Table 5
             "frozen layers"); default all trainable parameters.
-        damping, cg_tol, cg_max_iter: λ, relative tolerance and iteration cap of the CG solve.
-        warm_start: start each CG solve from the previous solution found in this process.
-        hessian_samples, val_samples: estimate H / g_val on that many samples (cost control; by
-            default H on 128 training samples, so that the default CG cap costs at most about
-            as much as the fine-tuning; ``None`` uses all).
+        damping, cg_tol, cg_max_iter: λ, relative tolerance and iteration cap of the CG solve
+            (``damping`` is the least λ: see ``warm_start``).
+        warm_start: start each CG solve from the previous solution found in this process, and
+            its λ from half the λ the parent trial's solve ended with (in the storage), not
+            below ``damping`` (:func:`start_damping`).
+        hessian_samples, val_samples: estimate H / g_val on that many samples (cost control;
+            ``None`` uses all). The defaults, H on 64 training samples and a cap of 5 products,
+            keep an exact-quadratic trial on traffic-count within 2× a trial without the hook;
+            against a solve on all M samples (``benchmarks/autosimulate_cg_accuracy.py``,
+            BENCHMARKS.md, issue 5) they are about as close as the linear variant, as were the
+            old defaults (128 samples, cap 10); coming closer took about 20 products on 128.
         val_loss: the per-sample validation loss ``f(module(x), y)`` (default: the model's own
             training loss l, Eq. 1a); e.g. :func:`samplers.hypergradient.expected_error` for a
             classifier scored by accuracy.
@@ -267,9 +299,9 @@ class AutoSimulateSampler(BaseSampler):
         theta: ThetaSelector = None,
         damping: float = 1e-2,
         cg_tol: float = 1e-3,
-        cg_max_iter: int = 10,
+        cg_max_iter: int = 5,
         warm_start: bool = True,
-        hessian_samples: int | None = 128,
+        hessian_samples: int | None = 64,
         val_samples: int | None = None,
         val_loss: ValLoss | None = None,
         control_variate: bool = True,
@@ -407,10 +439,17 @@ class AutoSimulateSampler(BaseSampler):
                 m, v = np.asarray(attrs[_KEY + "adam_m"]), float(attrs[_KEY + "adam_v"])
         with self._lock:
             warm = self._solutions.get(parent.number) if parent is not None else None
-        warm = warm if self.warm_start else None
+        options = dict(self.options)
+        if self.warm_start:
+            options["damping"] = start_damping(
+                options["damping"],
+                None if parent is None else parent.system_attrs.get(_KEY + "damping"),
+            )
+        else:
+            warm = None
         result = hypergradient(
             context.module, context.simulator, context.psi, context.batch, context.val_data,
-            self.method, warm_start=warm, seed=context.seed, **self.options,
+            self.method, warm_start=warm, seed=context.seed, **options,
         )
         scores = score_matrix(context.simulator, context.batch.latents, context.psi)
         psi_next, m, v = descend(space, context.psi, result.grad, scores, m, v, step + 1,

@@ -281,3 +281,31 @@ def test_resume_after_crash_in_a_new_process(gmm2d, tmp_path):
     assert trials[3].params == trials[1].system_attrs[KEY + "psi_next"]
     assert trials[3].system_attrs[KEY + "step"] == 3
     assert any(not torch.equal(loaded[k], v) for k, v in objective.model.state_dict().items())
+
+
+def test_each_solve_starts_from_half_the_parents_final_damping(gmm2d, monkeypatch):
+    """λ travels along the chain in the storage (start_damping): a trial's solve starts from half
+    the λ its parent's solve ended with, never below the configured damping; without warm start
+    every solve starts from the configured damping."""
+    import dataclasses
+
+    import samplers.autosimulate as autosimulate
+
+    real, started = autosimulate.hypergradient, []
+
+    def spy(*args, **kwargs):
+        started.append(kwargs["damping"])
+        result = real(*args, **kwargs)
+        return dataclasses.replace(result, damping=8.0 * len(started))  # as if CG had raised λ
+
+    monkeypatch.setattr(autosimulate, "hypergradient", spy)
+    sim = gmm2d.simulator
+    study = _study(AutoSimulateSampler("quadratic", init=sim, seed=0, cg_max_iter=5, damping=5.0))
+    study.optimize(_objective(gmm2d), n_trials=3)
+    assert started == [5.0, 5.0, 8.0]  # max(5, 8/2), max(5, 16/2)
+    assert [t.system_attrs[KEY + "damping"] for t in study.trials] == [8.0, 16.0, 24.0]
+    started.clear()
+    study = _study(AutoSimulateSampler("quadratic", init=sim, seed=0, cg_max_iter=5, damping=5.0,
+                                       warm_start=False))
+    study.optimize(_objective(gmm2d), n_trials=2)
+    assert started == [5.0, 5.0]
