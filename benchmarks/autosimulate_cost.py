@@ -5,7 +5,11 @@ trials with the hook removed (the sampler's ``observe_training`` switched off, s
 generate + fine-tune + evaluate) and ``--trials`` trials of each AutoSimulate variant with default
 settings (exact quadratic: default CG cap). Reports the median trial duration and the ratio
 (with hook) / (without hook); the goal is ≤ 2 for the exact quadratic variant. The first trial of
-every run (warm-up) is dropped.
+every run (warm-up) is dropped. Beside the wall-clock duration, each trial's CPU seconds of this
+process (``time.process_time`` between the ends of consecutive trials), which other processes on
+a shared machine disturb less. With ``--repeats R`` the whole set of rows is run R times in turn
+(no hook, then every variant), so that a change of the machine's load falls on all rows alike;
+each cell is then the median over the R repeats.
 
     .venv/bin/python benchmarks/autosimulate_cost.py --problem traffic-count --trials 6
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import time
 import warnings
 
 import optuna
@@ -32,13 +37,16 @@ def _run(problem, method: str, trials: int, seed: int, hook: bool) -> dict[str, 
         sampler.observe_training = None  # the objective calls no hook: ψ stays at the start point
     study = optuna.create_study(direction=objective.direction, sampler=sampler,
                                 pruner=optuna.pruners.NopPruner())
-    study.optimize(objective, n_trials=trials + 1)
+    ends: list[float] = []
+    study.optimize(objective, n_trials=trials + 1,
+                   callbacks=[lambda study, trial: ends.append(time.process_time())])
     done = [t for t in study.trials[1:] if t.state == optuna.trial.TrialState.COMPLETE]
     if len(done) != trials:
         raise RuntimeError(f"{method}: {trials - len(done)} trials did not complete: "
                            f"{[t.user_attrs.get('fail_reason') for t in study.trials]}")
     return {
         "trial_s": statistics.median(t.duration.total_seconds() for t in done),
+        "cpu_s": statistics.median(b - a for a, b in zip(ends[:-1], ends[1:], strict=True)),
         "hook_s": statistics.median(t.user_attrs.get("hook_s", 0.0) for t in done),
         "cg": statistics.median(t.system_attrs.get("autosimulate:cg_iterations", 0) for t in done),
     }
@@ -49,22 +57,44 @@ def main() -> None:
     parser.add_argument("--problem", default="traffic-count")
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run all rows this many times in turn; cells are medians over them")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     problem = get(args.problem)
     print(f"problem {args.problem}: M={problem.n_samples}, ξ={problem.epochs}, "
-          f"batch {problem.batch_size}; {args.trials} timed trials per row (median); "
+          f"batch {problem.batch_size}; {args.trials} timed trials per row (median), "
+          f"{args.repeats} repeat(s); "
           f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads")
-    base = _run(problem, "quadratic", args.trials, args.seed, hook=False)
-    print("| run | median trial s | median hook s | median CG products | ratio to no hook |")
-    print("|---|---|---|---|---|")
-    print(f"| no hook (generate + fine-tune + evaluate) | {base['trial_s']:.3f} | – | – | 1.00 |")
-    for method in METHODS:
-        row = _run(problem, method, args.trials, args.seed, hook=True)
-        print(f"| {method} | {row['trial_s']:.3f} | {row['hook_s']:.3f} | {row['cg']:g} | "
-              f"{row['trial_s'] / base['trial_s']:.2f} |")
+    rows: dict[str, list[dict[str, float]]] = {}
+    for _ in range(args.repeats):
+        rows.setdefault("no hook", []).append(_run(problem, "quadratic", args.trials, args.seed,
+                                                   hook=False))
+        for method in METHODS:
+            rows.setdefault(method, []).append(_run(problem, method, args.trials, args.seed,
+                                                    hook=True))
+    base = rows.pop("no hook")
+    print("| run | median trial s | median CPU s | median hook s | median CG products "
+          "| ratio to no hook (wall) | ratio (CPU) |")
+    print("|---|---|---|---|---|---|---|")
+
+    def median(runs: list[dict[str, float]], key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    print(f"| no hook (generate + fine-tune + evaluate) | {median(base, 'trial_s'):.3f} "
+          f"| {median(base, 'cpu_s'):.3f} | – | – | 1.00 | 1.00 |")
+    for method, runs in rows.items():
+        wall = statistics.median(r["trial_s"] / b["trial_s"] for r, b in zip(runs, base, strict=True))
+        cpu = statistics.median(r["cpu_s"] / b["cpu_s"] for r, b in zip(runs, base, strict=True))
+        print(f"| {method} | {median(runs, 'trial_s'):.3f} | {median(runs, 'cpu_s'):.3f} "
+              f"| {median(runs, 'hook_s'):.3f} | {median(runs, 'cg'):g} | {wall:.2f} | {cpu:.2f} |")
+    if args.repeats > 1:
+        print("ratios per repeat (wall): " + "; ".join(
+            f"{method} " + ", ".join(f"{r['trial_s'] / b['trial_s']:.2f}"
+                                     for r, b in zip(runs, base, strict=True))
+            for method, runs in rows.items()))
 
 
 if __name__ == "__main__":
