@@ -206,8 +206,9 @@ def start_damping(damping: float, previous: float | None) -> float:
 
     :func:`samplers.hypergradient.hypergradient` raises λ whenever CG meets negative curvature,
     and each raise restarts the solve; starting every trial from the configured λ repeated those
-    restarts in every trial (BENCHMARKS.md, issue 5: on traffic-count they used most of the CG
-    cap). Halving lets λ fall back when the curvature of the fine-tuned model allows it.
+    restarts in every trial (BENCHMARKS.md, issue 5: on traffic-count the old defaults ended at
+    their cap of 10 products with λ below the one a solve on all samples needs). Halving lets λ
+    fall back when the curvature of the fine-tuned model allows it.
 
     >>> start_damping(1e-2, None), start_damping(1e-2, 2.0), start_damping(1e-2, 1e-3)
     (0.01, 1.0, 0.01)
@@ -275,8 +276,9 @@ class AutoSimulateSampler(BaseSampler):
             ``None`` uses all). The defaults, H on 64 training samples and a cap of 5 products,
             keep an exact-quadratic trial on traffic-count within 2× a trial without the hook;
             against a solve on all M samples (``benchmarks/autosimulate_cg_accuracy.py``,
-            BENCHMARKS.md, issue 5) they are about as close as the linear variant, as were the
-            old defaults (128 samples, cap 10); coming closer took about 20 products on 128.
+            BENCHMARKS.md, issue 5) they are about as close as the linear variant; the old
+            defaults (128 samples, cap 10) were not closer, and coming closer took about 20
+            products on 128.
         val_loss: the per-sample validation loss ``f(module(x), y)`` (default: the model's own
             training loss l, Eq. 1a); e.g. :func:`samplers.hypergradient.expected_error` for a
             classifier scored by accuracy.
