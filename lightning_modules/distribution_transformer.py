@@ -219,17 +219,20 @@ class DistributionTransformer(torch.nn.Module):
         self._simulator = simulator
 
     # -- layout ---------------------------------------------------------------------------------
-    def _flatten(self, latents: Mapping[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
+    def _require(self, latents: Mapping[str, torch.Tensor], names: Sequence[str]) -> None:
         missing = [k for k in names if k not in latents]
         if missing:
             raise ValueError(f"latents: missing {missing}; expected {list(self.names)}")
+
+    def _flatten(self, latents: Mapping[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
+        self._require(latents, names)
         n = latents[names[0]].shape[0]
         return torch.cat([latents[k].reshape(n, -1).float() for k in names], dim=1)
 
     def _input_matrix(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """What G_θ reads, unstandardised ``(n, d_in)``: the ``inputs`` flattened, those in
         ``one_hot`` as one-hot vectors over their categories."""
-        self._flatten(latents, self.inputs)  # names every missing latent
+        self._require(latents, self.inputs)
         n = latents[self.inputs[0]].shape[0]
         parts = [
             torch.nn.functional.one_hot(latents[k].long(), self.categories[k]).reshape(n, -1).float()
