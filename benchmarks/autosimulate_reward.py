@@ -45,10 +45,9 @@ BLACK_BOX = ("tpe", "reinforce")
 VAL_LOSSES = {"train": None, "expected_error": expected_error}
 
 
-def _sampler(name: str, problem, seed: int, val_loss: str, step_size: float | None):
+def _sampler(name: str, problem, seed: int, val_loss: str, step: dict):
     start = problem.simulator.space.to_params(problem.simulator.init_psi())
     if name in METHODS:
-        step = {} if step_size is None else {"step_size": step_size}
         return AutoSimulateSampler(name, init=problem.simulator, seed=seed,
                                    val_loss=VAL_LOSSES[val_loss], **step)
     if name == "tpe":
@@ -65,10 +64,10 @@ def _recommendation(name: str, study: optuna.Study, problem) -> dict[str, float]
 
 
 def run_one(problem, name: str, seed: int, trials: int, every: int, val_loss: str,
-            step_size: float | None) -> list[dict]:
+            step: dict) -> list[dict]:
     objective = problem.objective(accumulate=name in METHODS, seed=seed)
     study = optuna.create_study(direction=objective.direction,
-                                sampler=_sampler(name, problem, seed, val_loss, step_size),
+                                sampler=_sampler(name, problem, seed, val_loss, step),
                                 pruner=optuna.pruners.NopPruner())
     curve: list[dict] = []
     start = time.perf_counter()
@@ -83,7 +82,10 @@ def run_one(problem, name: str, seed: int, trials: int, every: int, val_loss: st
             return
         score = problem.score(problem.simulator.space.from_params(params), seed=seed)
         images = sum(t.user_attrs.get("images", 0) for t in study.trials)
-        curve.append({"trials": done, "images": images, "search_s": search_s, **score})
+        entry = {"trials": done, "images": images, "search_s": search_s, **score}
+        if name in METHODS:  # the step-length factor of each step so far (1 with a fixed length)
+            entry["step_scale"] = [t.system_attrs.get("autosimulate:step_scale") for t in study.trials]
+        curve.append(entry)
 
     study.optimize(objective, n_trials=trials, callbacks=[checkpoint])
     return curve
@@ -92,8 +94,8 @@ def run_one(problem, name: str, seed: int, trials: int, every: int, val_loss: st
 START = "_start"  # key of the start ψ's scores in a result file
 
 
-def _score_start(problem, seeds: int) -> list[dict]:
-    return [problem.score(problem.simulator.init_psi(), seed=s) for s in range(seeds)]
+def _score_start(problem, seeds: range) -> list[dict]:
+    return [problem.score(problem.simulator.init_psi(), seed=s) for s in seeds]
 
 
 def _mean_curve(runs: list[list[dict]], key: str) -> tuple[list[int], np.ndarray]:
@@ -117,6 +119,15 @@ def main() -> None:
     parser.add_argument("--val-loss", choices=sorted(VAL_LOSSES), default="train")
     parser.add_argument("--step-size", type=float, default=None,
                         help="AutoSimulate's step_size (default: the sampler's)")
+    parser.add_argument("--step-growth", type=float, default=None,
+                        help="AutoSimulate's step_growth (default: the sampler's)")
+    parser.add_argument("--step-shrink", type=float, default=None,
+                        help="AutoSimulate's step_shrink (default: the sampler's)")
+    parser.add_argument("--step-scale-max", type=float, default=None,
+                        help="upper end of AutoSimulate's step_scale_range (default: the sampler's)")
+    parser.add_argument("--seed-offset", type=int, default=0,
+                        help="run seeds offset … offset + seeds − 1 (the records use 0: seeds 0, 1, 2; "
+                             "choose settings on other seeds)")
     parser.add_argument("--out", default="out/autosimulate-reward")
     parser.add_argument("--load", nargs="+", metavar="JSON",
                         help="tabulate these result files of earlier runs instead of running")
@@ -134,19 +145,28 @@ def main() -> None:
         args.seeds = min(len(runs) for runs in results.values())
         args.trials = max(r[-1]["trials"] for runs in results.values() for r in runs)
     else:
-        step = AutoSimulateSampler().step_size if args.step_size is None else args.step_size
-        print(f"AutoSimulate validation loss: {args.val_loss}, step_size {step}")
-        init = _score_start(problem, args.seeds)
+        default = AutoSimulateSampler()
+        step = {k: v for k, v in (("step_size", args.step_size), ("step_growth", args.step_growth),
+                                  ("step_shrink", args.step_shrink)) if v is not None}
+        if args.step_scale_max is not None:
+            step["step_scale_range"] = (default.step_scale_range[0], args.step_scale_max)
+        shown = {"step_size": default.step_size, "step_growth": default.step_growth,
+                 "step_shrink": default.step_shrink, "step_scale_range": default.step_scale_range,
+                 **step}
+        seeds = range(args.seed_offset, args.seed_offset + args.seeds)
+        print(f"AutoSimulate validation loss: {args.val_loss}, "
+              + ", ".join(f"{k} {v}" for k, v in shown.items()) + f"; seeds {list(seeds)}")
+        init = _score_start(problem, seeds)
         for name in args.samplers.split(","):
             results[name] = [run_one(problem, name, s, args.trials, args.every, args.val_loss,
-                                     args.step_size) for s in range(args.seeds)]
+                                     step) for s in seeds]
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{args.problem}.json").write_text(json.dumps({START: init, **results}, indent=1))
 
     if init is None:
         print("(the loaded runs hold no start score: the start ψ is scored now, with the code of now)")
-        init = _score_start(problem, args.seeds)
+        init = _score_start(problem, range(args.seed_offset, args.seed_offset + args.seeds))
     print(f"problem {args.problem}: M={problem.n_samples}, ξ={problem.epochs}, {args.trials} trials, "
           f"{args.seeds} seeds; scored with {problem.eval_n_samples} samples × {problem.eval_epochs} epochs")
     start_val = float(np.mean([r["val"] for r in init]))

@@ -40,15 +40,16 @@ is projected onto the box, so ψ stays inside the bounds. The Adam moments trave
 the storage.
 
 **State in the storage** (trial system attributes, prefix ``autosimulate:``): ``parent`` (the trial
-whose ψ_{t+1} this trial proposes, −1 at the start), and after :meth:`observe_training`:
-``step`` (t + 1), ``psi_next``, ``adam_m``, ``adam_v``, and the diagnostics ``grad_norm``
-(‖∂L̃/∂ψ‖), ``cg_iterations``, ``cg_residual``, ``damping`` (the λ finally used) and ``seconds``.
-A trial proposes the ``psi_next`` of the COMPLETE trial with the most steps (ties: the highest
-number); FAIL, PRUNED and RUNNING trials are ignored, so after a crash a new process continues
-from the last completed trial, and the accumulated model from the objective's
-``checkpoint_path``. Until a trial has completed, trials propose the start point: ``init`` (a
-simulator's declared ψ), else the centre of each range. Pruning would cut the accumulated model's
-fine-tuning short and a pruned trial gives no step: use ``optuna.pruners.NopPruner()``.
+whose ψ_{t+1} this trial proposes, −1 at the start), and after :meth:`observe_training`: ``step``
+(t + 1), ``psi_next``, ``adam_m``, ``adam_v``, ``step_scale`` (the factor c_t of ``step_size`` this
+step used, 1 unless ``step_growth``/``step_shrink`` are set), and the diagnostics ``grad_norm``
+(‖∂L̃/∂ψ‖), ``cg_iterations``, ``cg_residual``, ``damping`` (the λ finally used) and ``seconds``. A
+trial proposes the ``psi_next`` of the COMPLETE trial with the most steps (ties: the highest
+number); FAIL, PRUNED and RUNNING trials are ignored, so after a crash a new process continues from
+the last completed trial, and the accumulated model from the objective's ``checkpoint_path``. Until
+a trial has completed, trials propose the start point: ``init`` (a simulator's declared ψ), else
+the centre of each range. Pruning would cut the accumulated model's fine-tuning short and a pruned
+trial gives no step: use ``optuna.pruners.NopPruner()``.
 
 **Several workers on one study.** Each worker process fine-tunes its own accumulated model; ψ and
 the Adam state are shared through the storage. A worker whose parent is already being evaluated
@@ -99,6 +100,7 @@ from simsearch.simulator import BaseSimulator
 __all__ = [
     "AutoSimulateSampler",
     "adam_step",
+    "adapt_step_scale",
     "descend",
     "fisher_information",
     "natural_gradient",
@@ -169,6 +171,44 @@ def adam_step(
     v_hat = v / (1 - betas[1] ** t)
     u_next = np.clip(u - step_size * m_hat / (math.sqrt(v_hat) + eps), 0.0, 1.0)
     return u_next, m, v
+
+
+def adapt_step_scale(
+    scale: float,
+    grad_u: np.ndarray,
+    displacement_u: np.ndarray,
+    growth: float,
+    shrink: float,
+    scale_range: tuple[float, float],
+) -> float:
+    """The next step's length factor from the sign of the directional derivative of L̃ along the
+    last step: ``scale`` · ``growth`` when ∂L̃/∂u · Δu < 0 (at the new ψ the last step still points
+    downhill: it was too short), ``scale`` · ``shrink`` when it is > 0 (the new gradient points
+    back: the step overshot), unchanged when it is 0 (no step, e.g. pinned at the box); clipped to
+    ``scale_range``.
+
+    This is the sign test of Rprop (Riedmiller & Braun 1993) and of the multiplicative
+    hypergradient step-size rule (Baydin et al. 2018, "Online learning rate adaptation with
+    hypergradient descent", §3: the derivative of the loss with respect to the step size is
+    ∇f(θ_t) · ∇f(θ_{t−1}) up to the sign and length of the step), applied to the whole step
+    rather than per coordinate. It needs only the trial's own ∂L̃/∂ψ and its parent's ψ, both
+    in the storage, so resumed and concurrent workers compute the same factor. With ``shrink`` <
+    1/``growth`` a gradient whose sign along the step is a coin toss (ψ near a minimum, estimates
+    dominated by noise) shrinks the step on average: E log(factor) = ½ log(growth · shrink) < 0.
+
+    >>> adapt_step_scale(1.0, np.array([1.0, 0.0]), np.array([-0.1, 0.0]), 1.5, 0.5, (0.1, 10.0))
+    1.5
+    >>> adapt_step_scale(1.0, np.array([1.0, 0.0]), np.array([0.1, 0.0]), 1.5, 0.5, (0.1, 10.0))
+    0.5
+    >>> adapt_step_scale(8.0, np.array([1.0]), np.array([-1.0]), 1.5, 0.5, (0.1, 10.0))
+    10.0
+    """
+    slope = float(np.dot(grad_u, displacement_u))
+    if slope < 0:
+        scale *= growth
+    elif slope > 0:
+        scale *= shrink
+    return float(min(max(scale, scale_range[0]), scale_range[1]))
 
 
 def descend(
@@ -265,6 +305,11 @@ class AutoSimulateSampler(BaseSampler):
         step_size: the step's length in the Fisher metric of q_ψ, about (exactly on the first
             step): the KL divergence between q_ψ before and after it is about step_size²/2.
         betas: Adam's moment decay rates.
+        step_growth, step_shrink, step_scale_range: adapt the step's length along the chain
+            (:func:`adapt_step_scale`): trial t steps ``step_size`` · c_t with c_t = c_{t−1} ·
+            ``step_growth`` when its ∂L̃/∂ψ still descends along the step that led to ψ_t, c_{t−1}
+            · ``step_shrink`` when it points back, c_0 = 1, clipped to ``step_scale_range``; c_t
+            is stored on the trial (``step_scale``). The defaults (1, 1) keep the length fixed.
         theta: restrict θ to some parameters of the model (names / prefixes / predicate; Table 5
             "frozen layers"); default all trainable parameters.
         damping, cg_tol, cg_max_iter: λ, relative tolerance and iteration cap of the CG solve
@@ -298,6 +343,9 @@ class AutoSimulateSampler(BaseSampler):
         init: BaseSimulator | ParameterSpace | Mapping[str, float] | None = None,
         step_size: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.999),
+        step_growth: float = 1.0,
+        step_shrink: float = 1.0,
+        step_scale_range: tuple[float, float] = (0.1, 10.0),
         theta: ThetaSelector = None,
         damping: float = 1e-2,
         cg_tol: float = 1e-3,
@@ -316,6 +364,15 @@ class AutoSimulateSampler(BaseSampler):
             raise ValueError(f"step_size must be > 0 (a length in the Fisher metric), got {step_size!r}")
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"betas must be two values in [0, 1), got {betas!r}")
+        if not (isinstance(step_growth, int | float) and step_growth >= 1):
+            raise ValueError(f"step_growth must be a number >= 1, got {step_growth!r}")
+        if not (isinstance(step_shrink, int | float) and 0 < step_shrink <= 1):
+            raise ValueError(f"step_shrink must be a number in (0, 1], got {step_shrink!r}")
+        if (len(step_scale_range) != 2
+                or not 0 < step_scale_range[0] <= 1 <= step_scale_range[1] < math.inf):
+            raise ValueError(
+                f"step_scale_range must be (low, high) with 0 < low <= 1 <= high < inf, "
+                f"got {step_scale_range!r}")
         if not damping >= 0:
             raise ValueError(f"damping (λ) must be >= 0, got {damping!r}")
         if not cg_tol > 0:
@@ -323,6 +380,8 @@ class AutoSimulateSampler(BaseSampler):
         if isinstance(cg_max_iter, bool) or not isinstance(cg_max_iter, int) or cg_max_iter < 1:
             raise ValueError(f"cg_max_iter must be an int >= 1, got {cg_max_iter!r}")
         self.method, self.step_size, self.betas = method, float(step_size), tuple(betas)
+        self.step_growth, self.step_shrink = float(step_growth), float(step_shrink)
+        self.step_scale_range = (float(step_scale_range[0]), float(step_scale_range[1]))
         self.options = dict(theta=theta, damping=damping, cg_tol=cg_tol, cg_max_iter=cg_max_iter,
                             hessian_samples=hessian_samples, val_samples=val_samples,
                             val_loss=val_loss, control_variate=control_variate)
@@ -433,12 +492,13 @@ class AutoSimulateSampler(BaseSampler):
         space = context.simulator.space
         names = space.flat_names()
         parent = self._parent_of(study, trial)
-        step, m, v = 0, np.zeros(len(names)), 0.0
+        step, m, v, scale = 0, np.zeros(len(names)), 0.0, 1.0
         if parent is not None:
             attrs = parent.system_attrs
             if len(attrs.get(_KEY + "adam_m", ())) == len(names):
                 step = int(attrs[_KEY + "step"])
                 m, v = np.asarray(attrs[_KEY + "adam_m"]), float(attrs[_KEY + "adam_v"])
+                scale = float(attrs.get(_KEY + "step_scale", 1.0))
         with self._lock:
             warm = self._solutions.get(parent.number) if parent is not None else None
         options = dict(self.options)
@@ -454,8 +514,18 @@ class AutoSimulateSampler(BaseSampler):
             self.method, warm_start=warm, seed=context.seed, **options,
         )
         scores = score_matrix(context.simulator, context.batch.latents, context.psi)
+        if parent is not None and (self.step_growth, self.step_shrink) != (1.0, 1.0):
+            low, high = space.bounds()
+            grad_u = space.to_flat(result.grad) * (high - low)
+            try:
+                displacement = space.to_flat(context.psi) - space.to_flat(
+                    space.from_params(parent.params))
+            except KeyError:  # the parent did not sample every simulator parameter
+                displacement = np.zeros(len(names))
+            scale = adapt_step_scale(scale, grad_u, displacement / (high - low),
+                                     self.step_growth, self.step_shrink, self.step_scale_range)
         psi_next, m, v = descend(space, context.psi, result.grad, scores, m, v, step + 1,
-                                 self.step_size, self.betas)
+                                 self.step_size * scale, self.betas)
         with self._lock:
             if result.v is not None:
                 self._solutions = {trial.number: result.v.detach()}
@@ -464,6 +534,7 @@ class AutoSimulateSampler(BaseSampler):
             "psi_next": dict(zip(names, map(float, psi_next), strict=True)),
             "adam_m": m.tolist(),
             "adam_v": v,
+            "step_scale": scale,
             "grad_norm": result.norm,
             "cg_iterations": result.cg_iterations,
             "cg_residual": None if math.isnan(result.cg_residual) else result.cg_residual,
