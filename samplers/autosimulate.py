@@ -149,6 +149,7 @@ def adam_step(
     step_size: float,
     betas: tuple[float, float],
     eps: float = 1e-12,
+    restart: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """One Adam step (Kingma & Ba 2015, Alg. 1) on u ∈ [0, 1]^d down ``direction``, with a single
     second moment v ≈ E[``sq_norm``] for the whole vector, projected back onto the box.
@@ -157,7 +158,10 @@ def adam_step(
     parallel to the momentum m̂ and invariant to a positive rescaling of the gradient (up to
     ``eps``). With ``direction`` = F⁺g and ``sq_norm`` = gᵀF⁺g (:func:`natural_gradient`) its
     length in the Fisher metric is about ``step_size`` (exactly that on the first step); with
-    ``direction`` = g and ``sq_norm`` = ‖g‖² it is the Euclidean length.
+    ``direction`` = g and ``sq_norm`` = ‖g‖² it is the Euclidean length. ``restart`` restarts the
+    momentum at the current direction (m̂ = ``direction``; the gradient restart of O'Donoghue &
+    Candès 2015, "Adaptive restart for accelerated gradient schemes", §3.2, used after a step that
+    overshot).
 
     >>> g = np.array([3e4, -4e4])
     >>> u, m, v = adam_step(np.array([0.5, 0.99]), g, float(g @ g), np.zeros(2), 0.0,
@@ -165,7 +169,7 @@ def adam_step(
     >>> u.round(3).tolist()
     [0.47, 1.0]
     """
-    m = betas[0] * m + (1 - betas[0]) * direction
+    m = (1 - betas[0] ** t) * direction if restart else betas[0] * m + (1 - betas[0]) * direction
     v = betas[1] * v + (1 - betas[1]) * sq_norm
     m_hat = m / (1 - betas[0] ** t)
     v_hat = v / (1 - betas[1] ** t)
@@ -221,6 +225,7 @@ def descend(
     t: int,
     step_size: float,
     betas: tuple[float, float] = (0.9, 0.999),
+    restart: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """ψ_{t+1} (flat, in ``space.flat_names()`` order) from ψ_t, ∂L̃/∂ψ and the per-sample scores
     of the trial's latents: an :func:`adam_step` *down* the natural gradient (Eq. 12/13b descend
@@ -228,13 +233,13 @@ def descend(
 
     The gradient is carried into normalised units by the chain rule, ∂L̃/∂u = ∂L̃/∂ψ · (high − low),
     and the natural gradient F_u⁺ ∂L̃/∂u has a positive inner product with it, so the step is a
-    descent step for L̃ in ψ as well. Returns (ψ_{t+1}, m, v).
+    descent step for L̃ in ψ as well. ``restart``: see :func:`adam_step`. Returns (ψ_{t+1}, m, v).
     """
     low, high = space.bounds()
     grad_u = space.to_flat(grad) * (high - low)
     direction, sq_norm = natural_gradient(grad_u, fisher_information(space, scores))
     u = (space.to_flat(psi) - low) / (high - low)
-    u_next, m, v = adam_step(u, direction, sq_norm, m, v, t, step_size, betas)
+    u_next, m, v = adam_step(u, direction, sq_norm, m, v, t, step_size, betas, restart=restart)
     return low + u_next * (high - low), m, v
 
 
@@ -309,7 +314,10 @@ class AutoSimulateSampler(BaseSampler):
             (:func:`adapt_step_scale`): trial t steps ``step_size`` · c_t with c_t = c_{t−1} ·
             ``step_growth`` when its ∂L̃/∂ψ still descends along the step that led to ψ_t, c_{t−1}
             · ``step_shrink`` when it points back, c_0 = 1, clipped to ``step_scale_range``; c_t
-            is stored on the trial (``step_scale``). The defaults (1, 1) keep the length fixed.
+            is stored on the trial (``step_scale``). After a step that overshot, Adam's momentum
+            also restarts at the current natural gradient (:func:`adam_step`), else it would keep
+            pushing the old way while the steps shrink. The defaults (1, 1) keep the length
+            fixed and never restart.
         theta: restrict θ to some parameters of the model (names / prefixes / predicate; Table 5
             "frozen layers"); default all trainable parameters.
         damping, cg_tol, cg_max_iter: λ, relative tolerance and iteration cap of the CG solve
@@ -514,18 +522,20 @@ class AutoSimulateSampler(BaseSampler):
             self.method, warm_start=warm, seed=context.seed, **options,
         )
         scores = score_matrix(context.simulator, context.batch.latents, context.psi)
+        restart = False
         if parent is not None and (self.step_growth, self.step_shrink) != (1.0, 1.0):
             low, high = space.bounds()
             grad_u = space.to_flat(result.grad) * (high - low)
             try:
-                displacement = space.to_flat(context.psi) - space.to_flat(
-                    space.from_params(parent.params))
+                displacement = (space.to_flat(context.psi) - space.to_flat(
+                    space.from_params(parent.params))) / (high - low)
             except KeyError:  # the parent did not sample every simulator parameter
                 displacement = np.zeros(len(names))
-            scale = adapt_step_scale(scale, grad_u, displacement / (high - low),
-                                     self.step_growth, self.step_shrink, self.step_scale_range)
+            restart = float(grad_u @ displacement) > 0  # the last step overshot
+            scale = adapt_step_scale(scale, grad_u, displacement, self.step_growth,
+                                     self.step_shrink, self.step_scale_range)
         psi_next, m, v = descend(space, context.psi, result.grad, scores, m, v, step + 1,
-                                 self.step_size * scale, self.betas)
+                                 self.step_size * scale, self.betas, restart=restart)
         with self._lock:
             if result.v is not None:
                 self._solutions = {trial.number: result.v.detach()}
