@@ -199,6 +199,81 @@ def test_constructor_rejects_bad_options():
         AutoSimulateSampler(cg_max_iter=0)
     with pytest.raises(TypeError, match="init must be"):
         AutoSimulateSampler(init=3.0)
+    with pytest.raises(ValueError, match=r"step_growth must be a number >= 1, got 0.9"):
+        AutoSimulateSampler(step_growth=0.9)
+    with pytest.raises(ValueError, match=r"step_shrink must be a number in \(0, 1\], got 0"):
+        AutoSimulateSampler(step_shrink=0)
+    with pytest.raises(ValueError, match=r"step_scale_range must be .* got \(2.0, 10.0\)"):
+        AutoSimulateSampler(step_scale_range=(2.0, 10.0))
+
+
+def _fixed_gradient(monkeypatch, signs):
+    """Make every trial's hypergradient ±g (trial t: ``signs[t]``), record descend's arguments."""
+    import dataclasses
+
+    import samplers.autosimulate as autosimulate
+
+    real_hg, real_descend, calls = autosimulate.hypergradient, autosimulate.descend, []
+
+    def hypergradient(*args, **kwargs):
+        result = real_hg(*args, **kwargs)
+        sign = signs[len(calls)]
+        grad = {k: sign * torch.linspace(0.5, 1.5, v.numel()).reshape(v.shape)
+                for k, v in result.grad.items()}
+        return dataclasses.replace(result, grad=grad)
+
+    def descend(*args, **kwargs):
+        calls.append((args[7], kwargs["restart"]))  # step_size, restart
+        return real_descend(*args, **kwargs)
+
+    monkeypatch.setattr(autosimulate, "hypergradient", hypergradient)
+    monkeypatch.setattr(autosimulate, "descend", descend)
+    return calls
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_step_length_follows_the_sign_of_the_gradient_along_the_last_step(gmm2d, monkeypatch, flip):
+    """A gradient that keeps its sign (each step still descends at the new ψ) grows the step by
+    step_growth up to the range's end; one that flips every trial (each step overshot) shrinks it
+    by step_shrink down to the range's start and restarts the momentum (β₁ = 0 here, so the
+    sign along the last step is exactly known)."""
+    signs = [(-1.0) ** t if flip else 1.0 for t in range(5)]
+    calls = _fixed_gradient(monkeypatch, signs)
+    sampler = AutoSimulateSampler("linear", init=gmm2d.simulator, seed=0, step_size=0.01,
+                                  betas=(0.0, 0.999), step_growth=1.5, step_shrink=0.5,
+                                  step_scale_range=(0.2, 3.0))
+    study = _study(sampler)
+    study.optimize(_objective(gmm2d), n_trials=5)
+    scales = [t.system_attrs[KEY + "step_scale"] for t in study.trials]
+    expected = [1.0, 0.5, 0.25, 0.2, 0.2] if flip else [1.0, 1.5, 2.25, 3.0, 3.0]
+    assert scales == pytest.approx(expected)
+    assert [c[0] for c in calls] == pytest.approx([0.01 * e for e in expected])
+    assert [c[1] for c in calls] == [False] + [flip] * 4
+
+
+def test_fixed_step_by_default(gmm2d, monkeypatch):
+    calls = _fixed_gradient(monkeypatch, [1.0, -1.0, 1.0])
+    study = _study(AutoSimulateSampler("linear", init=gmm2d.simulator, seed=0))
+    study.optimize(_objective(gmm2d), n_trials=3)
+    assert [t.system_attrs[KEY + "step_scale"] for t in study.trials] == [1.0] * 3
+    assert calls == [(0.1, False)] * 3
+
+
+def test_adaptive_step_resumes_in_a_new_sampler_exactly(gmm2d):
+    """The step factor and momentum come from the storage: a new sampler instance continuing
+    the study proposes the same ψ as the uninterrupted run."""
+    options = dict(init=gmm2d.simulator, seed=0, step_growth=1.5, step_shrink=0.5)
+    whole = _study(AutoSimulateSampler("linear", **options))
+    whole.optimize(_objective(gmm2d), n_trials=5)
+    storage = optuna.storages.InMemoryStorage()
+    objective = _objective(gmm2d)
+    _study(AutoSimulateSampler("linear", **options), storage, "r").optimize(objective, n_trials=3)
+    resumed = _study(AutoSimulateSampler("linear", **options), storage, "r")
+    resumed.optimize(objective, n_trials=2)
+    for key in ("step_scale", "psi_next"):
+        assert [t.system_attrs[KEY + key] for t in resumed.trials] == [
+            t.system_attrs[KEY + key] for t in whole.trials]
+    assert len({t.system_attrs[KEY + "step_scale"] for t in whole.trials}) > 1  # it did adapt
 
 
 def test_two_workers_share_the_chain(gmm2d, tmp_path):
