@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--lr-decay", type=float, default=None,
                         help="τ: generation g steps with lr / √(1 + g/τ) (default: constant lr)")
     parser.add_argument("--min-sigma", type=float, default=1e-3, help="floor of the learned σ")
+    parser.add_argument("--entropy-bonus", type=float, default=0.0,
+                        help="β: weight of the policy's entropy added to J (needs a learned σ)")
     parser.add_argument("--checkpoints", type=int, default=4,
                         help="score ω (SVM) this many times, evenly over the budget")
     parser.add_argument("--init", choices=("centre", "default"), default="centre",
@@ -80,14 +82,14 @@ def main() -> None:
           f"σ={args.sigma} ({args.sigma_units} units, "
           f"{'fixed' if args.fixed_sigma else 'learned'}), Adam, "
           f"advantages {'standardised' if args.normalize_advantage else 'R − b'}, "
-          f"lr decay τ = {args.lr_decay}, min σ {args.min_sigma}, "
+          f"lr decay τ = {args.lr_decay}, min σ {args.min_sigma}, entropy β {args.entropy_bonus}, "
           f"{args.trials} trials, init = {args.init}")
     for seed in args.seeds:
         sampler = ReinforceSampler.for_simulator(
             problem.simulator, init=args.init, population_size=args.population, learning_rate=args.lr,
             sigma=args.sigma, sigma_units=args.sigma_units, learn_sigma=not args.fixed_sigma,
             normalize_advantage=args.normalize_advantage, lr_decay=args.lr_decay,
-            min_sigma=args.min_sigma, seed=seed)
+            min_sigma=args.min_sigma, entropy_bonus=args.entropy_bonus, seed=seed)
         objective = SimulatorObjective(problem.simulator, problem.models["svm"](), problem.val,
                                        n_samples=problem.n_samples, seed=seed)
         study = optuna.create_study(direction="maximize", sampler=sampler,

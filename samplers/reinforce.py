@@ -21,7 +21,12 @@ update as lr_g = lr / √(1 + g/τ) (the usual O(1/√g) stochastic-gradient sch
 the policy can still travel any distance), the same for both optimisers and a function of g
 alone, so the update stays deterministic given its members. With
 ``learn_sigma`` the learned σ can collapse onto the first local optimum it finds; ``min_sigma``
-(unit-box units) is the floor it is clipped to (default 1e-3).
+(unit-box units) is the floor it is clipped to (default 1e-3). ``entropy_bonus`` = β ascends
+J(ω, σ) + β H(π_ω) instead, H = Σ_i log σ_i + (d/2) log 2πe the policy's entropy (entropy
+regularisation, Williams & Peng 1991, "Function optimization using connectionist reinforcement
+learning algorithms", Connection Science 3(3)): ∂H/∂log σ_i = 1, so β is added to every
+coordinate's log σ gradient and σ grows where the reward does not discriminate between draws, in
+the advantages' units (standardised advantages: a fraction of one standard deviation per draw).
 
 **Coordinates and σ's units.** The policy lives in Optuna's unit-box coordinates: every
 parameter's interval ``[low, high]`` maps linearly onto ``[0, 1]`` (log-scaled parameters in log
@@ -208,6 +213,8 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
             lr / √(1 + g/τ). ``None``: constant.
         min_sigma: the floor of the learned unit-box σ, in [1e-3, 1] and at most the initial
             unit-box σ.
+        entropy_bonus: β ≥ 0, the weight of the policy's entropy added to J (see the module's
+            note); needs ``learn_sigma``. 0: none (Eq. 4 as in the paper).
         normalize_advantage: standardise the advantages within each generation (see the
             module's note); needs K ≥ 2.
         init: starting ω as parameter values (e.g. the simulator's init, or a deliberately bad
@@ -237,6 +244,7 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         normalize_advantage: bool = False,
         lr_decay: float | None = None,
         min_sigma: float = _SIGMA_RANGE[0],
+        entropy_bonus: float = 0.0,
         init: Mapping[str, Any] | None = None,
         search_space: Mapping[str, BaseDistribution] | None = None,
         independent_sampler: optuna.samplers.BaseSampler | None = None,
@@ -265,6 +273,11 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
             raise ValueError(f"baseline_decay must lie in [0, 1), got {baseline_decay!r}")
         if lr_decay is not None and not lr_decay > 0:
             raise ValueError(f"lr_decay (τ, generations) must be > 0 or None, got {lr_decay!r}")
+        if not (math.isfinite(entropy_bonus) and entropy_bonus >= 0):
+            raise ValueError(f"entropy_bonus (β) must be a finite number >= 0, got {entropy_bonus!r}")
+        if entropy_bonus > 0 and not learn_sigma:
+            raise ValueError(f"entropy_bonus = {entropy_bonus!r} acts on the learned σ only; it "
+                             f"needs learn_sigma=True")
         if not wait_timeout > 0 or not poll_interval > 0:
             raise ValueError(f"wait_timeout and poll_interval must be > 0 seconds, got "
                              f"{wait_timeout!r} and {poll_interval!r}")
@@ -274,6 +287,7 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         self._sigma_units, self._normalize = sigma_units, normalize_advantage
         self._lr, self._optimizer, self._decay = float(learning_rate), optimizer, baseline_decay
         self._lr_decay, self._min_sigma = lr_decay, float(min_sigma)
+        self._entropy = float(entropy_bonus)
         self._init = dict(init or {})
         self._search_space = None if search_space is None else dict(search_space)
         if self._search_space is not None:
@@ -501,6 +515,7 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         z = (draws - policy.mean) / sigma
         grad_mean = (advantage[:, None] * z / sigma).mean(axis=0)  # ∇_ω log N(x; ω, σ²) = (x−ω)/σ²
         grad_log_sigma = (advantage[:, None] * (z**2 - 1.0)).mean(axis=0)  # ∇_{log σ} log N
+        grad_log_sigma = grad_log_sigma + self._entropy  # β ∂H/∂log σ_i = β
         theta = np.concatenate([policy.mean, policy.log_sigma])
         grad = np.concatenate([grad_mean, grad_log_sigma if self._learn_sigma else np.zeros(len(sigma))])
         lr = self._lr  # generation g's step size: lr / √(1 + g/τ) with lr_decay = τ

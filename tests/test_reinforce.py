@@ -233,6 +233,28 @@ def test_min_sigma_is_the_floor_of_the_learned_sigma():
     assert floored.min() >= 0.1 - 1e-12 and np.allclose(floored[-1], 0.1)
 
 
+def test_entropy_bonus_adds_beta_to_the_log_sigma_gradient():
+    """Entropy regularisation (J + β H, ∂H/∂log σ_i = 1): on a flat reward (all advantages zero)
+    an SGD step leaves ω and moves every log σ_i by exactly lr·β; on any reward the step differs
+    from the unregularised one by lr·β in log σ only."""
+    policy = _Policy(np.array([0.4, 0.6]), np.log(np.array([0.1, 0.2])), 0.0, None)
+    draws = np.array([[0.5, 0.5], [0.3, 0.7], [0.45, 0.62]])
+
+    def step(rewards, beta):
+        sampler = ReinforceSampler(search_space=SPACE, learning_rate=0.01, optimizer="sgd",
+                                   learn_sigma=True, population_size=3, entropy_bonus=beta)
+        return sampler._step(policy, draws, np.asarray(rewards, dtype=float), 3)
+
+    flat = step([0.0, 0.0, 0.0], 0.5)  # the baseline b = 0: every advantage is 0
+    assert np.array_equal(flat.mean, policy.mean)
+    assert np.allclose(flat.log_sigma - policy.log_sigma, 0.01 * 0.5, rtol=0, atol=1e-15)
+    rewards = [1.0, -1.0, 0.5]
+    with_bonus, without = step(rewards, 0.3), step(rewards, 0.0)
+    assert np.allclose(with_bonus.mean, without.mean, rtol=0, atol=0)
+    assert np.allclose(with_bonus.log_sigma - without.log_sigma, 0.01 * 0.3, rtol=0, atol=1e-15)
+    assert not np.allclose(without.log_sigma, policy.log_sigma)
+
+
 # -- state in storage -----------------------------------------------------------------------
 def test_n_jobs_threads_share_one_chain():
     sampler = ReinforceSampler(search_space=SPACE, population_size=4, seed=4)
@@ -451,6 +473,10 @@ def test_initial_mean_from_simulator_centre_or_given_point():
         ({"sigma": 2.0}, "sigma must be"),
         ({"population_size": 1, "normalize_advantage": True}, "normalize_advantage needs"),
         ({"lr_decay": 0.0}, r"lr_decay \(τ, generations\) must be > 0 or None, got 0.0"),
+        ({"entropy_bonus": -0.1, "learn_sigma": True},
+         r"entropy_bonus \(β\) must be a finite number >= 0, got -0.1"),
+        ({"entropy_bonus": float("nan"), "learn_sigma": True}, r"entropy_bonus \(β\).*got nan"),
+        ({"entropy_bonus": 0.2}, r"entropy_bonus = 0.2 acts on the learned σ only"),
         ({"min_sigma": 0.0}, r"min_sigma \(unit-box units\) must lie in \[0.001, 1.0\], got 0.0"),
         ({"min_sigma": 0.3}, r"lie in \[min_sigma, 1\] = \[0.3, 1\]; got 0.22"),
         ({"search_space": SPACE, "sigma": 0.2, "sigma_units": "param", "min_sigma": 0.1},
