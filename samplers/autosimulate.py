@@ -184,19 +184,25 @@ def adapt_step_scale(
     growth: float,
     shrink: float,
     scale_range: tuple[float, float],
+    improved: bool = True,
 ) -> float:
     """The next step's length factor from the sign of the directional derivative of L̃ along the
-    last step: ``scale`` · ``growth`` when ∂L̃/∂u · Δu < 0 (at the new ψ the last step still points
-    downhill: it was too short), ``scale`` · ``shrink`` when it is > 0 (the new gradient points
-    back: the step overshot), unchanged when it is 0 (no step, e.g. pinned at the box); clipped to
-    ``scale_range``.
+    last step and from whether that step lowered the validation loss: ``scale`` · ``growth`` when
+    ∂L̃/∂u · Δu < 0 (at the new ψ the last step still points downhill: it was too short) and
+    ``improved``; ``scale`` · ``shrink`` when it is > 0 (the new gradient points back: the step
+    overshot) or not ``improved`` (the step did not pay: a trust region's failed step, Nocedal &
+    Wright 2006, Alg. 4.1); unchanged when it is 0 (no step, e.g. pinned at the box) and
+    ``improved``; clipped to ``scale_range``.
 
     This is the sign test of Rprop (Riedmiller & Braun 1993) and of the multiplicative
     hypergradient step-size rule (Baydin et al. 2018, "Online learning rate adaptation with
     hypergradient descent", §3: the derivative of the loss with respect to the step size is
     ∇f(θ_t) · ∇f(θ_{t−1}) up to the sign and length of the step), applied to the whole step
-    rather than per coordinate. It needs only the trial's own ∂L̃/∂ψ and its parent's ψ, both
-    in the storage, so resumed and concurrent workers compute the same factor. With ``shrink`` <
+    rather than per coordinate. The sign alone trusts the estimate's bias as much as its
+    direction: on traffic-count it kept growing the step while ψ moved to where the reward
+    collapsed (BENCHMARKS.md, issue 5), hence the second, measured test. It needs only the
+    trial's own ∂L̃/∂ψ and validation loss and its parent's ψ and validation loss, all in the
+    storage, so resumed and concurrent workers compute the same factor. With ``shrink`` <
     1/``growth`` a gradient whose sign along the step is a coin toss (ψ near a minimum, estimates
     dominated by noise) shrinks the step on average: E log(factor) = ½ log(growth · shrink) < 0.
 
@@ -206,12 +212,14 @@ def adapt_step_scale(
     0.5
     >>> adapt_step_scale(8.0, np.array([1.0]), np.array([-1.0]), 1.5, 0.5, (0.1, 10.0))
     10.0
+    >>> adapt_step_scale(1.0, np.array([1.0]), np.array([-1.0]), 1.5, 0.5, (0.1, 10.0), False)
+    0.5
     """
     slope = float(np.dot(grad_u, displacement_u))
-    if slope < 0:
-        scale *= growth
-    elif slope > 0:
+    if slope > 0 or not improved:
         scale *= shrink
+    elif slope < 0:
+        scale *= growth
     return float(min(max(scale, scale_range[0]), scale_range[1]))
 
 
@@ -312,12 +320,13 @@ class AutoSimulateSampler(BaseSampler):
         betas: Adam's moment decay rates.
         step_growth, step_shrink, step_scale_range: adapt the step's length along the chain
             (:func:`adapt_step_scale`): trial t steps ``step_size`` · c_t with c_t = c_{t−1} ·
-            ``step_growth`` when its ∂L̃/∂ψ still descends along the step that led to ψ_t, c_{t−1}
-            · ``step_shrink`` when it points back, c_0 = 1, clipped to ``step_scale_range``; c_t
-            is stored on the trial (``step_scale``). After a step that overshot, Adam's momentum
-            also restarts at the current natural gradient (:func:`adam_step`), else it would keep
-            pushing the old way while the steps shrink. The defaults (1, 1) keep the length
-            fixed and never restart.
+            ``step_growth`` when its ∂L̃/∂ψ still descends along the step that led to ψ_t and
+            that step lowered L_val (the fine-tuned model's mean validation loss, stored as
+            ``val_loss``), c_{t−1} · ``step_shrink`` when it points back or L_val did not fall,
+            c_0 = 1, clipped to ``step_scale_range``; c_t is stored on the trial (``step_scale``).
+            After such a failed step, Adam's momentum also restarts at the current natural
+            gradient (:func:`adam_step`), else it would keep pushing the old way while the steps
+            shrink. The defaults (1, 1) keep the length fixed and never restart.
         theta: restrict θ to some parameters of the model (names / prefixes / predicate; Table 5
             "frozen layers"); default all trainable parameters.
         damping, cg_tol, cg_max_iter: λ, relative tolerance and iteration cap of the CG solve
@@ -522,8 +531,10 @@ class AutoSimulateSampler(BaseSampler):
             self.method, warm_start=warm, seed=context.seed, **options,
         )
         scores = score_matrix(context.simulator, context.batch.latents, context.psi)
-        restart = False
-        if parent is not None and (self.step_growth, self.step_shrink) != (1.0, 1.0):
+        restart, adapt = False, (self.step_growth, self.step_shrink) != (1.0, 1.0)
+        val = _validation_loss(context.module, context.val_data, self.options["val_loss"]) \
+            if adapt and self.method != "no_val" else None
+        if parent is not None and adapt:
             low, high = space.bounds()
             grad_u = space.to_flat(result.grad) * (high - low)
             try:
@@ -531,9 +542,11 @@ class AutoSimulateSampler(BaseSampler):
                     space.from_params(parent.params))) / (high - low)
             except KeyError:  # the parent did not sample every simulator parameter
                 displacement = np.zeros(len(names))
-            restart = float(grad_u @ displacement) > 0  # the last step overshot
+            previous_val = parent.system_attrs.get(_KEY + "val_loss")
+            improved = val is None or previous_val is None or val < previous_val
+            restart = float(grad_u @ displacement) > 0 or not improved  # the last step failed
             scale = adapt_step_scale(scale, grad_u, displacement, self.step_growth,
-                                     self.step_shrink, self.step_scale_range)
+                                     self.step_shrink, self.step_scale_range, improved)
         psi_next, m, v = descend(space, context.psi, result.grad, scores, m, v, step + 1,
                                  self.step_size * scale, self.betas, restart=restart)
         with self._lock:
@@ -545,6 +558,7 @@ class AutoSimulateSampler(BaseSampler):
             "adam_m": m.tolist(),
             "adam_v": v,
             "step_scale": scale,
+            "val_loss": val,
             "grad_norm": result.norm,
             "cg_iterations": result.cg_iterations,
             "cg_residual": None if math.isnan(result.cg_residual) else result.cg_residual,
@@ -601,6 +615,25 @@ class AutoSimulateSampler(BaseSampler):
                 return
             self._warned.add(key)
         warnings.warn(message, stacklevel=3)
+
+
+def _validation_loss(module: torch.nn.Module, val_data: tuple[torch.Tensor, torch.Tensor],
+                     loss: ValLoss | None) -> float:
+    """L_val(θ̂): the mean per-sample validation loss (``loss(module(x), y)``, default
+    ``module.per_sample_loss``) of the fine-tuned model, in eval mode, as the hypergradient
+    differentiates it."""
+    first = next(module.parameters())
+    x, y = val_data
+    x = x.to(device=first.device, dtype=first.dtype) if x.is_floating_point() else x.to(first.device)
+    y = y.to(device=first.device, dtype=first.dtype) if y.is_floating_point() else y.to(first.device)
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            losses = module.per_sample_loss(x, y) if loss is None else loss(module(x), y)
+    finally:
+        module.train(was_training)
+    return float(losses.double().mean())
 
 
 def _chain_head(study: Study) -> FrozenTrial | None:

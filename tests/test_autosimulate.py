@@ -207,8 +207,9 @@ def test_constructor_rejects_bad_options():
         AutoSimulateSampler(step_scale_range=(2.0, 10.0))
 
 
-def _fixed_gradient(monkeypatch, signs):
-    """Make every trial's hypergradient ±g (trial t: ``signs[t]``), record descend's arguments."""
+def _fixed_gradient(monkeypatch, signs, val_losses=None):
+    """Make every trial's hypergradient ±g (trial t: ``signs[t]``) and its L_val
+    ``val_losses[t]`` (default falling), record descend's arguments."""
     import dataclasses
 
     import samplers.autosimulate as autosimulate
@@ -226,19 +227,23 @@ def _fixed_gradient(monkeypatch, signs):
         calls.append((args[7], kwargs["restart"]))  # step_size, restart
         return real_descend(*args, **kwargs)
 
+    losses = iter(val_losses or [1.0 / (t + 1) for t in range(len(signs))])
     monkeypatch.setattr(autosimulate, "hypergradient", hypergradient)
     monkeypatch.setattr(autosimulate, "descend", descend)
+    monkeypatch.setattr(autosimulate, "_validation_loss", lambda *args: next(losses))
     return calls
 
 
-@pytest.mark.parametrize("flip", [False, True])
-def test_step_length_follows_the_sign_of_the_gradient_along_the_last_step(gmm2d, monkeypatch, flip):
-    """A gradient that keeps its sign (each step still descends at the new ψ) grows the step by
-    step_growth up to the range's end; one that flips every trial (each step overshot) shrinks it
-    by step_shrink down to the range's start and restarts the momentum (β₁ = 0 here, so the
-    sign along the last step is exactly known)."""
-    signs = [(-1.0) ** t if flip else 1.0 for t in range(5)]
-    calls = _fixed_gradient(monkeypatch, signs)
+@pytest.mark.parametrize("case", ["descends", "flips", "val_rises"])
+def test_step_length_follows_the_sign_along_the_last_step_and_the_val_loss(gmm2d, monkeypatch, case):
+    """A gradient that keeps its sign (each step still descends at the new ψ) while L_val falls
+    grows the step by step_growth up to the range's end; one that flips every trial (each step
+    overshot), or L_val rising, shrinks it by step_shrink down to the range's start and
+    restarts the momentum (β₁ = 0 here, so the sign along the last step is exactly known)."""
+    signs = [(-1.0) ** t if case == "flips" else 1.0 for t in range(5)]
+    rising = [1.0 + t for t in range(5)] if case == "val_rises" else None
+    calls = _fixed_gradient(monkeypatch, signs, rising)
+    flip = case != "descends"
     sampler = AutoSimulateSampler("linear", init=gmm2d.simulator, seed=0, step_size=0.01,
                                   betas=(0.0, 0.999), step_growth=1.5, step_shrink=0.5,
                                   step_scale_range=(0.2, 3.0))
@@ -249,6 +254,8 @@ def test_step_length_follows_the_sign_of_the_gradient_along_the_last_step(gmm2d,
     assert scales == pytest.approx(expected)
     assert [c[0] for c in calls] == pytest.approx([0.01 * e for e in expected])
     assert [c[1] for c in calls] == [False] + [flip] * 4
+    assert [t.system_attrs[KEY + "val_loss"] for t in study.trials] == (
+        rising or [1.0 / (t + 1) for t in range(5)])
 
 
 def test_fixed_step_by_default(gmm2d, monkeypatch):
@@ -256,6 +263,7 @@ def test_fixed_step_by_default(gmm2d, monkeypatch):
     study = _study(AutoSimulateSampler("linear", init=gmm2d.simulator, seed=0))
     study.optimize(_objective(gmm2d), n_trials=3)
     assert [t.system_attrs[KEY + "step_scale"] for t in study.trials] == [1.0] * 3
+    assert [t.system_attrs[KEY + "val_loss"] for t in study.trials] == [None] * 3  # not computed
     assert calls == [(0.1, False)] * 3
 
 
@@ -270,7 +278,7 @@ def test_adaptive_step_resumes_in_a_new_sampler_exactly(gmm2d):
     _study(AutoSimulateSampler("linear", **options), storage, "r").optimize(objective, n_trials=3)
     resumed = _study(AutoSimulateSampler("linear", **options), storage, "r")
     resumed.optimize(objective, n_trials=2)
-    for key in ("step_scale", "psi_next"):
+    for key in ("step_scale", "psi_next", "val_loss"):
         assert [t.system_attrs[KEY + key] for t in resumed.trials] == [
             t.system_attrs[KEY + key] for t in whole.trials]
     assert len({t.system_attrs[KEY + "step_scale"] for t in whole.trials}) > 1  # it did adapt

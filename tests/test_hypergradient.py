@@ -317,7 +317,8 @@ STEP_SIZE = AutoSimulateSampler().step_size  # the sampler's default
 
 def _ridge_chain(method, growth, shrink, steps=15):
     """The sampler's chain on the closed-form ridge problem (θ retrained exactly at every ψ):
-    estimated hypergradient, :func:`adapt_step_scale` and restart as in ``observe_training``,
+    estimated hypergradient, :func:`adapt_step_scale` (sign along the last step, and whether
+    L_val fell) and restart as in ``observe_training``,
     :func:`descend`. Returns the true losses, the step factors and, per step t ≥ 1, the true
     directional derivative of L_val(θ*(ψ)) along the step that led to ψ_t."""
     sim, model = _GaussianInputs(), _Ridge()
@@ -341,8 +342,10 @@ def _ridge_chain(method, growth, shrink, steps=15):
             displacement = (sim.space.to_flat(psi) - previous) / (high - low)
             true_slopes.append(float(true_u @ displacement))
             grad_u = sim.space.to_flat(result.grad) * (high - low)
-            restart = float(grad_u @ displacement) > 0
-            scale = adapt_step_scale(scale, grad_u, displacement, growth, shrink, (0.1, 10.0))
+            improved = losses[-1] < losses[-2]  # the sampler's L_val: θ* on the validation set
+            restart = float(grad_u @ displacement) > 0 or not improved
+            scale = adapt_step_scale(scale, grad_u, displacement, growth, shrink, (0.1, 10.0),
+                                     improved)
         scales.append(scale)
         previous = sim.space.to_flat(psi)
         flat, m, v = descend(sim.space, psi, result.grad, score_matrix(sim, batch.latents, psi), m, v,
