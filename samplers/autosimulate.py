@@ -30,6 +30,14 @@ u = (ψ − low) / (high − low) ∈ [0, 1]:
   the step shrinks. (A step size decaying as 1/√t was tried and dropped: on the closed-form
   ridge problem of ``tests/test_hypergradient.py`` 15 such steps stayed far from the optimum.)
 
+**Step length along the chain** (2026-12-03): each trial's step is ``step_size`` · c_t, where c_t
+doubles after a step that still descends at the new ψ (the new ∂L̃/∂ψ along it is negative) and
+lowered the fine-tuned model's validation loss, and halves, with a restart of Adam's momentum,
+after one that did not, within [0.1, 3] (:func:`adapt_step_scale`; Rprop's sign test and a trust
+region's success test, per study and from the storage). A fixed length could not serve both
+traffic-count, where longer steps gain faster, and digits, where they drift away from a good
+start.
+
 The default ``step_size`` 0.1 is the largest of the lengths 0.1, 0.3, 1 at which every variant's
 first step lowered the validation loss on both gmm2d and digits in
 ``benchmarks/autosimulate_gradcheck.py`` (BENCHMARKS.md, issue 5); on traffic-count longer steps
@@ -42,14 +50,15 @@ the storage.
 **State in the storage** (trial system attributes, prefix ``autosimulate:``): ``parent`` (the trial
 whose ψ_{t+1} this trial proposes, −1 at the start), and after :meth:`observe_training`: ``step``
 (t + 1), ``psi_next``, ``adam_m``, ``adam_v``, ``step_scale`` (the factor c_t of ``step_size`` this
-step used, 1 unless ``step_growth``/``step_shrink`` are set), and the diagnostics ``grad_norm``
-(‖∂L̃/∂ψ‖), ``cg_iterations``, ``cg_residual``, ``damping`` (the λ finally used) and ``seconds``. A
-trial proposes the ``psi_next`` of the COMPLETE trial with the most steps (ties: the highest
-number); FAIL, PRUNED and RUNNING trials are ignored, so after a crash a new process continues from
-the last completed trial, and the accumulated model from the objective's ``checkpoint_path``. Until
-a trial has completed, trials propose the start point: ``init`` (a simulator's declared ψ), else
-the centre of each range. Pruning would cut the accumulated model's fine-tuning short and a pruned
-trial gives no step: use ``optuna.pruners.NopPruner()``.
+step used), ``val_loss`` (L_val of the fine-tuned model; None with a fixed length), and the
+diagnostics ``grad_norm`` (‖∂L̃/∂ψ‖), ``cg_iterations``, ``cg_residual``, ``damping`` (the λ
+finally used) and ``seconds``. A trial proposes the ``psi_next`` of the COMPLETE trial with the
+most steps (ties: the highest number); FAIL, PRUNED and RUNNING trials are ignored, so after a
+crash a new process continues from the last completed trial, and the accumulated model from the
+objective's ``checkpoint_path``. Until a trial has completed, trials propose the start point:
+``init`` (a simulator's declared ψ), else the centre of each range. Pruning would cut the
+accumulated model's fine-tuning short and a pruned trial gives no step: use
+``optuna.pruners.NopPruner()``.
 
 **Several workers on one study.** Each worker process fine-tunes its own accumulated model; ψ and
 the Adam state are shared through the storage. A worker whose parent is already being evaluated
@@ -326,7 +335,10 @@ class AutoSimulateSampler(BaseSampler):
             c_0 = 1, clipped to ``step_scale_range``; c_t is stored on the trial (``step_scale``).
             After such a failed step, Adam's momentum also restarts at the current natural
             gradient (:func:`adam_step`), else it would keep pushing the old way while the steps
-            shrink. The defaults (1, 1) keep the length fixed and never restart.
+            shrink. ``step_growth`` = ``step_shrink`` = 1 keeps the length fixed (the rule before
+            2026-12-03) and never restarts. The defaults (2, 0.5, (0.1, 3)) were chosen on
+            traffic-count seeds 10–12 among (1.2 | 1.5 | 2, 0.5, up to 3 | 5 | 10) and checked on
+            digits and gmm2d seeds 10–12 (BENCHMARKS.md, issue 5).
         theta: restrict θ to some parameters of the model (names / prefixes / predicate; Table 5
             "frozen layers"); default all trainable parameters.
         damping, cg_tol, cg_max_iter: λ, relative tolerance and iteration cap of the CG solve
@@ -360,9 +372,9 @@ class AutoSimulateSampler(BaseSampler):
         init: BaseSimulator | ParameterSpace | Mapping[str, float] | None = None,
         step_size: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.999),
-        step_growth: float = 1.0,
-        step_shrink: float = 1.0,
-        step_scale_range: tuple[float, float] = (0.1, 10.0),
+        step_growth: float = 2.0,
+        step_shrink: float = 0.5,
+        step_scale_range: tuple[float, float] = (0.1, 3.0),
         theta: ThetaSelector = None,
         damping: float = 1e-2,
         cg_tol: float = 1e-3,

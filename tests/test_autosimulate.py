@@ -258,9 +258,10 @@ def test_step_length_follows_the_sign_along_the_last_step_and_the_val_loss(gmm2d
         rising or [1.0 / (t + 1) for t in range(5)])
 
 
-def test_fixed_step_by_default(gmm2d, monkeypatch):
+def test_fixed_step_when_growth_and_shrink_are_one(gmm2d, monkeypatch):
     calls = _fixed_gradient(monkeypatch, [1.0, -1.0, 1.0])
-    study = _study(AutoSimulateSampler("linear", init=gmm2d.simulator, seed=0))
+    study = _study(AutoSimulateSampler("linear", init=gmm2d.simulator, seed=0, step_growth=1,
+                                       step_shrink=1))
     study.optimize(_objective(gmm2d), n_trials=3)
     assert [t.system_attrs[KEY + "step_scale"] for t in study.trials] == [1.0] * 3
     assert [t.system_attrs[KEY + "val_loss"] for t in study.trials] == [None] * 3  # not computed
