@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from simsearch import problems
-from simsearch.metasim import PROBLEM_SETTINGS, MetaSimConfig, run_metasim
+from simsearch.metasim import FEATURES, PROBLEM_SETTINGS, MetaSimConfig, run_metasim
 from simsearch.problems import mean_std
 
 PROBLEMS = ("digits-rot", "digits-rot-textures")
@@ -49,6 +49,13 @@ def main() -> None:
                         "(default: simsearch.metasim.PROBLEM_SETTINGS)")
     parser.add_argument("--one-hot", help="comma-separated categorical latents G_θ also reads, one-hot "
                         "(e.g. label: a class-conditioned G_θ; default: PROBLEM_SETTINGS)")
+    parser.add_argument("--features", choices=FEATURES, default=MetaSimConfig.features,
+                        help="feature space of the MMD loss (MetaSimConfig.features)")
+    parser.add_argument("--class-mmd", action="store_true",
+                        help="class-conditional MMD loss against the labelled validation set "
+                        "(MetaSimConfig.class_mmd)")
+    parser.add_argument("--seed-offset", type=int, default=0,
+                        help="first seed (selection runs: seeds other than the record's 0-2)")
     parser.add_argument("--no-docs", action="store_true", help="do not copy the plots to docs/")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -57,7 +64,7 @@ def main() -> None:
           f"torch {torch.__version__}; {args.threads} thread(s); {args.jobs} job(s); "
           f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     problem = problems.get(args.problem)
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
     start = time.perf_counter()
     modes = args.modes.split(",")
     mutable = tuple(args.mutable.split(",")) if args.mutable else None
@@ -66,7 +73,8 @@ def main() -> None:
     if one_hot:
         inputs = (*(mutable or PROBLEM_SETTINGS[args.problem]["inputs"]), *one_hot)
     config = MetaSimConfig(iterations=args.iterations, restarts=args.restarts, task_weight=args.task_weight,
-                           mutable=mutable, inputs=inputs, one_hot=one_hot)
+                           mutable=mutable, inputs=inputs, one_hot=one_hot, features=args.features,
+                           class_mmd=args.class_mmd)
     run_metasim(args.problem, modes, seeds, config, out=args.out, jobs=args.jobs)
     psi90 = problem.simulator.init_psi()
     psi90["rotation"] = torch.tensor(90.0)

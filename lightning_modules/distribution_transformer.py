@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from torch.distributions import Categorical, Independent, Normal
 
-from simsearch.mmd import FeatureMap, default_features, mmd2
+from simsearch.mmd import FeatureMap, class_conditional_mmd2, default_features, mmd2
 from simsearch.objective import trial_seed
 from simsearch.parameters import Psi
 from simsearch.simulator import Simulator
@@ -401,6 +401,23 @@ class MetaSimTrainer:
         task_epochs, task_batch_size: how the task network is trained on each iteration's data.
         fd_step: finite-difference step, in units of each attribute's scale.
         features: φ for the MMD (default: :func:`simsearch.mmd.default_features`).
+        task_features: compute the MMD instead in the features of the task network itself, its
+            penultimate layer (``task_module.net`` without its last layer; the network must be a
+            ``torch.nn.Sequential`` of at least two modules). Meta-Sim §3.2.2 computes Eq. 1 in
+            the features of a trained network and leaves open which; the task network trained so
+            far (Alg. 1, line 15) is one that needs no other data or weights — the MMD between
+            source and target in a task network's layers is the distribution gap of deep domain
+            adaptation (Long et al., "Learning transferable features with deep adaptation
+            networks", ICML 2015). φ then changes every iteration, so the real features are
+            recomputed from ``real_x`` each iteration; the network's weights receive no gradient
+            from the MMD (it is trained only on the rendered data, as before), and it is trained
+            every iteration even when ``task_weight`` is 0.
+        real_y: labels of ``real_x``; given, the MMD loss is class-conditional
+            (:func:`simsearch.mmd.class_conditional_mmd2`: the mean over classes of the MMD² between
+            the batch's scenes of class c and the real inputs of class c, one median bandwidth), so
+            that each class's transformed scenes are matched to that class's real inputs (e.g.
+            with a class-conditioned G_θ, ``DistributionTransformer(one_hot=...)``). Needs labels,
+            so ``real_x``, ``real_y`` are then labelled data such as V.
         seed: the data of iteration t depend on (seed, t) only.
 
     The task loss follows Alg. 1, line 17 with Eq. 4 averaged over the batch instead of summed (a
@@ -425,6 +442,8 @@ class MetaSimTrainer:
         task_batch_size: int = 64,
         fd_step: float = 0.1,
         features: FeatureMap = default_features,
+        task_features: bool = False,
+        real_y: torch.Tensor | None = None,
         seed: int = 0,
     ) -> None:
         if mmd_weight < 0 or task_weight < 0 or mmd_weight + task_weight == 0:
@@ -437,6 +456,21 @@ class MetaSimTrainer:
             raise ValueError(
                 "task_weight > 0 needs a score function, or task_module and val (labelled validation data)"
             )
+        if task_features:
+            net = getattr(task_module, "net", None)
+            if not (isinstance(net, torch.nn.Sequential) and len(net) >= 2):
+                raise ValueError(
+                    "task_features=True needs a task_module whose net is a torch.nn.Sequential of "
+                    f"at least 2 modules, got {type(net).__name__ if task_module is not None else None}"
+                )
+            if real_x is None or val is None or score is not None:
+                raise ValueError("task_features=True needs real_x, val and no score function (the "
+                                 "task network is trained on every batch and scored on val)")
+        if real_y is not None and (real_x is None or not isinstance(real_y, torch.Tensor)
+                                   or real_y.shape != (len(real_x),)):
+            raise ValueError(f"real_y must be a tensor of one label per real input "
+                             f"({None if real_x is None else len(real_x)}), got "
+                             f"{getattr(real_y, 'shape', type(real_y).__name__)}")
         if not 0 <= baseline_decay < 1:
             raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
         if not fd_step > 0:
@@ -449,11 +483,30 @@ class MetaSimTrainer:
         self.batch_size, self.task_epochs, self.task_batch_size = batch_size, task_epochs, task_batch_size
         self.baseline_decay, self.fd_step, self.features = baseline_decay, fd_step, features
         self.seed = int(seed)
-        self.real_features = None if real_x is None else features(real_x).detach()
+        self.task_features, self.real_x, self.real_y = bool(task_features), real_x, real_y
+        self.real_features = None if real_x is None or task_features else features(real_x).detach()
         self.optimiser = torch.optim.Adam(transformer.parameters(), lr=lr)
         self.baseline: float | None = None
         self.iteration = 0
         self.history: list[dict[str, float]] = []
+
+    def _feature_map(self) -> tuple[FeatureMap, torch.Tensor]:
+        """φ and φ(X_R) for this iteration's MMD: the fixed ``features``, or (``task_features``)
+        the task network's penultimate layer with its weights detached, so that the MMD's gradient
+        reaches the rendered inputs (and θ) but not the network."""
+        if not self.task_features:
+            return self.features, self.real_features
+        body = self.task_module.net[:-1]
+        # copies: the task network is trained in place later in the same iteration, before backward
+        weights = {k: v.detach().clone() for k, v in body.named_parameters()}
+        buffers = {k: v.clone() for k, v in body.named_buffers()}
+
+        def phi(x: torch.Tensor) -> torch.Tensor:
+            return torch.func.functional_call(body, {**weights, **buffers}, (x,)).flatten(1)
+
+        with torch.no_grad():
+            real = phi(self.real_x)
+        return phi, real
 
     def _render_x(self, latents: Mapping[str, torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
         base = {k: latents[k] for k in self.transformer.names}
@@ -473,10 +526,16 @@ class MetaSimTrainer:
             attrs = mean + (sampled - mean).detach()  # reparametrised sample: value s', gradient of G_θ
             steps = self.fd_step * self.transformer.out_scale
             x = finite_difference_render(self._render_x(batch.latents), attrs, steps)
-            gap = mmd2(self.features(x), self.real_features, unbiased=False)
+            phi, real_features = self._feature_map()
+            if self.real_y is None:
+                gap = mmd2(phi(x), real_features, unbiased=False)
+            else:
+                gap = class_conditional_mmd2(phi(x), batch.y, real_features, self.real_y, unbiased=False)
             loss = loss + self.mmd_weight * gap
             record["mmd2"] = float(gap.detach())
             record["renders"] = len(batch) * (1 + 2 * sampled.shape[1])
+        if self.task_features and self.task_weight == 0:  # the feature network still learns
+            record["score"] = float(self.score(batch.x, batch.y, seed))
         if self.task_weight > 0:
             score = float(self.score(batch.x, batch.y, seed))
             self.baseline = score if self.baseline is None else self.baseline

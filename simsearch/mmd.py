@@ -55,6 +55,7 @@ from simsearch.validation import check_positive_int
 __all__ = [
     "FeatureMap",
     "RandomConvFeatures",
+    "class_conditional_mmd2",
     "default_features",
     "distribution_gap",
     "gaussian_kernel",
@@ -122,6 +123,41 @@ def mmd2(
     else:
         within_x, within_y = kxx.mean(), kyy.mean()
     return within_x + within_y - 2.0 * kxy.mean()
+
+
+def class_conditional_mmd2(
+    x: torch.Tensor,
+    x_labels: torch.Tensor,
+    y: torch.Tensor,
+    y_labels: torch.Tensor,
+    bandwidth: float | None = None,
+    unbiased: bool = True,
+) -> torch.Tensor:
+    """The mean over classes c of MMD²(x[x_labels = c], y[y_labels = c]), differentiable in both.
+
+    A gap between the class-conditional distributions p(φ | c) — what :func:`mmd2` of the pooled
+    samples cannot see when the classes' appearances are exchanged (the pooled distributions then
+    coincide). Uses labels on both sides, e.g. Meta-Sim's labelled validation set V (§3.2.3) as
+    the real side. One kernel bandwidth for all classes: ``None`` applies the median heuristic to
+    the pooled x ∪ y (a per-class median from a few points each would be noisy). Classes with fewer
+    than 2 samples on either side (1 for ``unbiased=False``) are left out; at least one class
+    must remain.
+    """
+    x, y = _as_matrix(x, "x"), _as_matrix(y, "y")
+    for name, points, labels in (("x_labels", x, x_labels), ("y_labels", y, y_labels)):
+        if not isinstance(labels, torch.Tensor) or labels.shape != (len(points),):
+            raise ValueError(f"{name} must be a tensor of {len(points)} labels, got "
+                             f"{getattr(labels, 'shape', type(labels).__name__)}")
+    h = median_bandwidth(x, y) if bandwidth is None else bandwidth
+    least = 2 if unbiased else 1
+    gaps = []
+    for c in torch.unique(torch.cat([x_labels, y_labels])):
+        in_x, in_y = x_labels == c, y_labels == c
+        if int(in_x.sum()) >= least and int(in_y.sum()) >= least:
+            gaps.append(mmd2(x[in_x], y[in_y], h, unbiased))
+    if not gaps:
+        raise ValueError(f"no class has at least {least} samples on both sides")
+    return torch.stack(gaps).mean()
 
 
 def gaussian_mmd2_closed_form(

@@ -305,3 +305,97 @@ def test_runner_jobs_give_the_same_runs_as_one_process():
         assert (a["mode"], a["seed"], a["test"], a["mmd2"]) == (b["mode"], b["seed"], b["test"], b["mmd2"])
     with pytest.raises(ValueError, match="registered name"):
         run_metasim(get_problem("gmm2d"), jobs=2, **kwargs)
+
+
+def _toy_task_module(seed=0):
+    from lightning_modules import AccumulatedMainTaskModule, MainTaskModule
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    return AccumulatedMainTaskModule.from_module(MainTaskModule(net, lr=0.01))
+
+
+def test_task_features_are_the_task_networks_penultimate_layer_and_get_no_mmd_gradient():
+    sim = Toy()
+    real = sim.simulate({"mu": torch.tensor([2.0, 0.0])}, 200, seed=99)
+    g = DistributionTransformer(sim, n_reference=200, seed=0)
+    module = _toy_task_module()
+    trainer = MetaSimTrainer(g, sim, real.x, task_module=module, val=(real.x, real.y), task_weight=0.0,
+                             batch_size=64, task_batch_size=32, task_features=True, seed=0)
+    phi, real_features = trainer._feature_map()
+    with torch.no_grad():
+        expected = module.net[:-1](real.x)
+    assert real_features.shape == (200, 8)
+    assert torch.allclose(real_features, expected)
+    x = sim.simulate(MU0, 50, seed=1).x.requires_grad_(True)
+    assert torch.allclose(phi(x), module.net[:-1](x))
+    from simsearch.mmd import mmd2
+
+    mmd2(phi(x), real_features).backward()
+    assert float(x.grad.abs().sum()) > 0  # the MMD reaches the inputs (and through them θ) ...
+    assert all(p.grad is None for p in module.net.parameters())  # ... but not the network
+    before = [p.detach().clone() for p in module.net.parameters()]
+    record = trainer.step()
+    assert {"mmd2", "score"} <= set(record) and "advantage" not in record  # trained, not REINFORCE
+    assert any(not torch.equal(a, b) for a, b in zip(before, module.net.parameters(), strict=True))
+    assert not torch.allclose(trainer._feature_map()[1], real_features)  # φ follows the network
+
+
+def test_task_features_need_a_sequential_task_network_and_validation_data():
+    sim = Toy()
+    g = DistributionTransformer(sim, n_reference=100)
+    real = sim.simulate(MU0, 20, seed=0)
+    with pytest.raises(ValueError, match="task_features=True needs a task_module whose net"):
+        MetaSimTrainer(g, sim, real.x, task_weight=0.0, task_features=True)
+    with pytest.raises(ValueError, match="task_features=True needs real_x, val and no score"):
+        MetaSimTrainer(g, sim, real.x, task_module=_toy_task_module(), task_weight=0.0,
+                       task_features=True)
+
+
+def test_runner_trains_the_task_network_for_task_features_in_mode_mmd(small_gmm2d):
+    from simsearch.metasim import MetaSimConfig, run_metasim
+
+    config = MetaSimConfig(iterations=2, batch_size=64, pretrain_steps=10, restarts=1, features="task")
+    result = run_metasim(small_gmm2d, modes=("mmd",), seeds=(0,), config=config, out=None, log=None)
+    history = result["runs"][1]["history"]
+    assert len(history) == 2 and {"mmd2", "score"} <= set(history[0]) and "advantage" not in history[0]
+    expected = r"features: expected one of \['random-conv', 'task', 'val'\], got 'pix'"
+    with pytest.raises(ValueError, match=expected):
+        run_metasim(small_gmm2d, modes=("mmd",), seeds=(0,), config=MetaSimConfig(features="pix"),
+                    out=None, log=None)
+
+
+def test_class_conditional_mmd_training_learns_a_transform_per_class():
+    sim = Toy()
+    real = sim.simulate(MU0, 400, seed=99)
+    real_x = real.x.clone()
+    real_x[:, 0] += 1.0 - 2.0 * real.y.float()  # class 0 moved by +1, class 1 by -1 along u₀
+    g = DistributionTransformer(sim, mutable=["u"], n_reference=500, sigma=0.05, seed=0)
+    g.pretrain_identity(steps=200, batch_size=128, seed=0)
+    trainer = MetaSimTrainer(g, sim, real_x, real_y=real.y, task_weight=0.0, batch_size=128, lr=0.03,
+                             seed=0)
+    trainer.fit(150)
+    fresh = sim.simulate(MU0, 1000, seed=7).latents
+    moved = (g(fresh) - g.mutable_values(fresh)).detach()
+    for label, shift in ((0, 1.0), (1, -1.0)):
+        assert float(moved[fresh["y"] == label, 0].mean()) == pytest.approx(shift, abs=0.3)
+    with pytest.raises(ValueError, match=r"real_y must be a tensor of one label per real input \(400\)"):
+        MetaSimTrainer(g, sim, real_x, real_y=real.y[:5], task_weight=0.0)
+
+
+def test_val_features_are_a_fixed_network_trained_on_the_validation_set(small_gmm2d):
+    from simsearch.metasim import MetaSimConfig, run_metasim, val_features
+
+    phi = val_features(small_gmm2d, seed=0)
+    x = small_gmm2d.val[0][:50].clone().requires_grad_(True)
+    f = phi(x)
+    assert f.shape[0] == 50 and f.dim() == 2
+    assert torch.allclose(f, val_features(small_gmm2d, seed=0)(x))  # seeded
+    assert not torch.allclose(f, val_features(small_gmm2d, seed=1)(x))
+    f.sum().backward()
+    assert float(x.grad.abs().sum()) > 0  # differentiable in the inputs, the weights stay fixed
+    config = MetaSimConfig(iterations=2, batch_size=64, pretrain_steps=10, restarts=1, features="val",
+                           class_mmd=True)
+    history = run_metasim(small_gmm2d, modes=("mmd",), seeds=(0,), config=config, out=None,
+                          log=None)["runs"][1]["history"]
+    assert len(history) == 2 and history[0]["mmd2"] >= 0.0 and "score" not in history[0]

@@ -112,3 +112,28 @@ def test_default_features_are_fixed_and_see_rotations():
 def test_bad_input_names_the_problem(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_class_conditional_mmd_sees_exchanged_class_appearances_the_pooled_mmd_does_not():
+    from simsearch.mmd import class_conditional_mmd2
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(400) % 2
+    centres = torch.tensor([[-2.0, 0.0], [2.0, 0.0]])
+    x = centres[labels] + 0.3 * torch.randn(400, 2, generator=g)
+    y = centres[labels] + 0.3 * torch.randn(400, 2, generator=g)
+    # the same pooled distribution, each class drawn where the other class is: only p(φ | c) differs
+    assert float(mmd2(x, y, bandwidth=1.0)) == pytest.approx(0.0, abs=0.01)
+    same = float(class_conditional_mmd2(x, labels, y, labels, bandwidth=1.0))
+    swapped = float(class_conditional_mmd2(x, labels, y, 1 - labels, bandwidth=1.0))
+    assert same == pytest.approx(0.0, abs=0.01)
+    closed = gaussian_mmd2_closed_form(centres[0], 0.3, centres[1], 0.3, bandwidth=1.0)
+    assert swapped == pytest.approx(closed, rel=0.1)  # each class's gap is the two Gaussians' MMD²
+    # the mean over classes of per-class MMD² with one shared median bandwidth
+    h = median_bandwidth(x, y)
+    manual = sum(float(mmd2(x[labels == c], y[labels == 1 - c], h)) for c in (0, 1)) / 2
+    assert float(class_conditional_mmd2(x, labels, y, 1 - labels)) == pytest.approx(manual, rel=1e-5)
+    with pytest.raises(ValueError, match="y_labels must be a tensor of 400 labels"):
+        class_conditional_mmd2(x, labels, y, labels[:10])
+    with pytest.raises(ValueError, match="no class has at least 2 samples on both sides"):
+        class_conditional_mmd2(x, labels, y[:1], labels[:1])
