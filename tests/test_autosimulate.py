@@ -393,3 +393,20 @@ def test_each_solve_starts_from_half_the_parents_final_damping(gmm2d, monkeypatc
                                        warm_start=False))
     study.optimize(_objective(gmm2d), n_trials=2)
     assert started == [5.0, 5.0]
+
+
+def test_stored_val_loss_is_the_fine_tuned_models_mean_validation_loss(gmm2d):
+    """The L_val the step-length rule compares is the mean per-sample validation loss of the
+    model the trial fine-tuned (eval mode), recomputed here from the accumulated model."""
+    from samplers.hypergradient import expected_error
+
+    objective = _objective(gmm2d)
+    study = _study(AutoSimulateSampler("linear", init=gmm2d.simulator, seed=0, val_loss=expected_error))
+    study.optimize(objective, n_trials=2)
+    model = objective.model
+    model.eval()
+    with torch.no_grad():
+        xv, yv = objective.val_data
+        expected = float(expected_error(model(xv), yv).double().mean())
+    assert study.trials[-1].system_attrs[KEY + "val_loss"] == pytest.approx(expected, rel=1e-6)
+    assert study.trials[0].system_attrs[KEY + "val_loss"] != pytest.approx(expected, rel=1e-6)
