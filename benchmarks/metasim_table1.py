@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from simsearch import problems
-from simsearch.metasim import FEATURES, PROBLEM_SETTINGS, MetaSimConfig, run_metasim
+from simsearch.metasim import FEATURES, PROBLEM_SETTINGS, TASK_NOISE, MetaSimConfig, run_metasim
 from simsearch.problems import mean_std
 
 PROBLEMS = ("digits-rot", "digits-rot-textures")
@@ -54,6 +54,11 @@ def main() -> None:
     parser.add_argument("--class-mmd", action="store_true",
                         help="class-conditional MMD loss against the labelled validation set "
                         "(MetaSimConfig.class_mmd)")
+    parser.add_argument("--task-noise", choices=TASK_NOISE, default=MetaSimConfig.task_noise,
+                        help="task-loss perturbation: per scene (Eq. 4) or one shared by the batch "
+                        "(MetaSimConfig.task_noise)")
+    parser.add_argument("--task-sigma", type=float, default=None,
+                        help="σ of the shared perturbation, scale units (default: σ)")
     parser.add_argument("--seed-offset", type=int, default=0,
                         help="first seed (selection runs: seeds other than the record's 0-2)")
     parser.add_argument("--no-docs", action="store_true", help="do not copy the plots to docs/")
@@ -74,7 +79,8 @@ def main() -> None:
         inputs = (*(mutable or PROBLEM_SETTINGS[args.problem]["inputs"]), *one_hot)
     config = MetaSimConfig(iterations=args.iterations, restarts=args.restarts, task_weight=args.task_weight,
                            mutable=mutable, inputs=inputs, one_hot=one_hot, features=args.features,
-                           class_mmd=args.class_mmd)
+                           class_mmd=args.class_mmd, task_noise=args.task_noise,
+                           task_sigma=args.task_sigma)
     run_metasim(args.problem, modes, seeds, config, out=args.out, jobs=args.jobs)
     psi90 = problem.simulator.init_psi()
     psi90["rotation"] = torch.tensor(90.0)

@@ -67,6 +67,7 @@ from simsearch.simulator import Simulator
 from simsearch.validation import check_positive_int
 
 __all__ = [
+    "TASK_NOISE",
     "TRANSFORMED",
     "DistributionTransformer",
     "MetaSimTrainer",
@@ -77,6 +78,11 @@ __all__ = [
 
 #: Name of the latent holding the transformed mutable attributes S' (flattened, ``(n, d_mut)``).
 TRANSFORMED = "metasim_attributes"
+
+#: How :class:`MetaSimTrainer` perturbs the scenes for the REINFORCE task loss (Eq. 3): ``scene``,
+#: each scene's attributes drawn independently from Eq. 4 (Meta-Sim); ``batch``, one offset shared
+#: by the whole batch (evolution strategies), see :class:`MetaSimTrainer`.
+TASK_NOISE = ("scene", "batch")
 
 
 def continuous_latents(simulator: Simulator, psi: Psi, latents: Mapping[str, torch.Tensor]) -> list[str]:
@@ -418,6 +424,29 @@ class MetaSimTrainer:
             that each class's transformed scenes are matched to that class's real inputs (e.g.
             with a class-conditioned G_θ, ``DistributionTransformer(one_hot=...)``). Needs labels,
             so ``real_x``, ``real_y`` are then labelled data such as V.
+        task_noise: one of :data:`TASK_NOISE`, how the scenes are perturbed for the task loss (only
+            when ``task_weight > 0``). ``scene`` (Meta-Sim, Eq. 4): s'_i ~ N(G_θ(s_i), (σ·scale)²)
+            independently per scene. ``batch``: one offset δ ~ N(0, (σ_t·scale)²) per iteration,
+            shared by every scene, s'_i = G_θ(s_i) + δ; the task loss is then
+            −A · mean_i log N(s'_i; G_θ(s_i), (σ_t·scale)²), whose θ-gradient is
+            −A · mean_i J_G(s_i)ᵀ δ / (σ_t·scale)² — the evolution-strategies estimate of the
+            gradient of E_δ[score] (Salimans et al., "Evolution strategies as a scalable alternative
+            to reinforcement learning", 2017, Eq. 1–2: ∇ E[F(θ + σε)] = E[F(θ + σε) ε] / σ) for
+            the direction in which every scene moves together. Why: the score is one scalar per
+            batch, so with independent per-scene noise the advantage A carries the batch's signal
+            only through the mean of B_m independent perturbations while the score-function term
+            Σ_i ∇ log p(s'_i) sums B_m independent noises — the estimate's variance grows with B_m
+            (Eq. 3 "approximated using one sample"); a shared offset moves the whole batch, so A
+            sees the full effect of δ. It is unbiased for the gradient of E_δ[score] in θ
+            directions that move every scene alike (e.g. the output bias: a global shift of an
+            attribute) and, where the score depends on the batch only symmetrically through its
+            scenes (a function of the batch mean, say), for the gradient of the per-scene-noise
+            objective in those directions too; per-scene differences of J_G are averaged away
+            (the estimate sees mean_i J_G(s_i)). Its expectation is B_m times that of ``scene``'s
+            (which averages Eq. 4 over the batch, below), so a given ``task_weight`` weighs the
+            task term more. The scenes of the MMD term are the same perturbed scenes.
+        task_sigma: σ_t of ``task_noise="batch"``, in units of each attribute's scale (default:
+            the transformer's σ).
         seed: the data of iteration t depend on (seed, t) only.
 
     The task loss follows Alg. 1, line 17 with Eq. 4 averaged over the batch instead of summed (a
@@ -444,6 +473,8 @@ class MetaSimTrainer:
         features: FeatureMap = default_features,
         task_features: bool = False,
         real_y: torch.Tensor | None = None,
+        task_noise: str = "scene",
+        task_sigma: float | None = None,
         seed: int = 0,
     ) -> None:
         if mmd_weight < 0 or task_weight < 0 or mmd_weight + task_weight == 0:
@@ -475,6 +506,13 @@ class MetaSimTrainer:
             raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
         if not fd_step > 0:
             raise ValueError(f"fd_step must be > 0, got {fd_step}")
+        if task_noise not in TASK_NOISE:
+            raise ValueError(f"task_noise: expected one of {list(TASK_NOISE)}, got {task_noise!r}")
+        if task_sigma is not None and not (isinstance(task_sigma, int | float)
+                                           and math.isfinite(task_sigma) and task_sigma > 0):
+            raise ValueError(f"task_sigma must be a finite number > 0 or None, got {task_sigma!r}")
+        self.task_noise = task_noise
+        self.task_sigma = transformer.sigma if task_sigma is None else float(task_sigma)
         self.transformer, self.simulator = transformer, simulator
         self.transformed = TransformedSimulator(simulator, transformer)
         self.task_module, self.val = task_module, val
@@ -518,8 +556,15 @@ class MetaSimTrainer:
         seed = trial_seed(self.seed, t)
         batch = self.transformed.simulate(self.transformer.psi, self.batch_size, seed)
         base = {k: batch.latents[k] for k in self.transformer.names}
-        sampled = batch.latents[TRANSFORMED]
+        sampled, x_batch, y_batch = batch.latents[TRANSFORMED], batch.x, batch.y
         record: dict[str, float] = {"iteration": t, "images": len(batch)}
+        shared = self.task_noise == "batch" and self.task_weight > 0
+        if shared:  # one offset for the whole batch (see task_noise); the scenes are re-rendered
+            eps = torch.randn(sampled.shape[1], generator=torch.Generator().manual_seed(trial_seed(seed, 1)))
+            with torch.no_grad():
+                sampled = self.transformer(base) + self.task_sigma * self.transformer.out_scale * eps
+            x_batch, y_batch = self.simulator.render(self.transformer.replace(base, sampled))
+            record["renders"] = 2 * len(batch)
         loss = torch.zeros(())
         if self.mmd_weight > 0:
             mean = self.transformer(base)
@@ -533,14 +578,18 @@ class MetaSimTrainer:
                 gap = class_conditional_mmd2(phi(x), batch.y, real_features, self.real_y, unbiased=False)
             loss = loss + self.mmd_weight * gap
             record["mmd2"] = float(gap.detach())
-            record["renders"] = len(batch) * (1 + 2 * sampled.shape[1])
+            record["renders"] = len(batch) * (1 + 2 * sampled.shape[1] + shared)
         if self.task_features and self.task_weight == 0:  # the feature network still learns
-            record["score"] = float(self.score(batch.x, batch.y, seed))
+            record["score"] = float(self.score(x_batch, y_batch, seed))
         if self.task_weight > 0:
-            score = float(self.score(batch.x, batch.y, seed))
+            score = float(self.score(x_batch, y_batch, seed))
             self.baseline = score if self.baseline is None else self.baseline
             advantage = score - self.baseline
-            log_p = self.transformer.distribution(base).log_prob(sampled)
+            if shared:
+                spread = self.task_sigma * self.transformer.out_scale
+                log_p = Independent(Normal(self.transformer(base), spread), 1).log_prob(sampled)
+            else:
+                log_p = self.transformer.distribution(base).log_prob(sampled)
             loss = loss - self.task_weight * advantage * log_p.mean()
             record.update(score=score, baseline=self.baseline, advantage=advantage)
             self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * score

@@ -44,8 +44,11 @@ from simsearch.objective import trial_seed
 from simsearch.problems import Problem, mean_std
 from simsearch.validation import check_positive_int
 
-__all__ = ["FEATURES", "MODES", "PROBLEM_SETTINGS", "MetaSimConfig", "gap_to_real", "run_metasim",
-           "val_features"]
+#: Task-loss perturbations of :class:`MetaSimConfig` (see ``MetaSimTrainer(task_noise=...)``).
+TASK_NOISE = ("scene", "batch")
+
+__all__ = ["FEATURES", "MODES", "PROBLEM_SETTINGS", "TASK_NOISE", "MetaSimConfig", "gap_to_real",
+           "run_metasim", "val_features"]
 
 #: Feature spaces φ of the MMD loss (Eq. 1) during training: ``random-conv``, the fixed
 #: :func:`simsearch.mmd.default_features`; ``task``, the penultimate layer of the accumulated task
@@ -162,6 +165,12 @@ class MetaSimConfig:
     against 88.9 %, seeds 0–2) but is within the seeds' noise of the default, so it stays off.
     The record with pose and appearance (seeds 0–2) reached 89.2 ± 1.7 % test against the
     default's 87.1 ± 1.1 %.
+
+    ``task_noise`` / ``task_sigma``: how the scenes are perturbed for the task loss — ``scene``
+    (Eq. 4, independent per scene, Meta-Sim) or ``batch`` (one offset shared by the batch, an
+    evolution-strategies estimate of lower variance when the score reacts to the batch as a whole),
+    and the shared offset's σ (``None``: ``sigma``); see
+    :class:`~lightning_modules.distribution_transformer.MetaSimTrainer`.
     """
 
     iterations: int = 120
@@ -184,6 +193,8 @@ class MetaSimConfig:
     one_hot: tuple[str, ...] | None = None
     features: str = "random-conv"
     class_mmd: bool = False
+    task_noise: str = "scene"
+    task_sigma: float | None = None
 
     def resolved(self, problem_name: str) -> MetaSimConfig:
         settings = PROBLEM_SETTINGS.get(problem_name, {})
@@ -230,6 +241,8 @@ def run_metasim(
     check_positive_int("restart_iterations", config.restart_iterations)
     if config.features not in FEATURES:
         raise ValueError(f"features: expected one of {list(FEATURES)}, got {config.features!r}")
+    if config.task_noise not in TASK_NOISE:
+        raise ValueError(f"task_noise: expected one of {list(TASK_NOISE)}, got {config.task_noise!r}")
     grids = [Path(out) if out is not None and seed == seeds[0] else None for seed in seeds]
     if jobs == 1:
         say = log or (lambda _msg: None)
@@ -353,7 +366,8 @@ def _trainer(problem: Problem, mode: str, seed: int, restart: int, config: MetaS
         batch_size=config.batch_size, lr=config.lr, baseline_decay=config.baseline_decay,
         task_epochs=config.task_epochs, task_batch_size=problem.batch_size, fd_step=config.fd_step,
         features=features, task_features=config.features == "task",
-        real_y=problem.val[1] if config.class_mmd else None, seed=seed,
+        real_y=problem.val[1] if config.class_mmd else None, task_noise=config.task_noise,
+        task_sigma=config.task_sigma, seed=seed,
     )
 
 

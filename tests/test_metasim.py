@@ -399,3 +399,65 @@ def test_val_features_are_a_fixed_network_trained_on_the_validation_set(small_gm
     history = run_metasim(small_gmm2d, modes=("mmd",), seeds=(0,), config=config, out=None,
                           log=None)["runs"][1]["history"]
     assert len(history) == 2 and history[0]["mmd2"] >= 0.0 and "score" not in history[0]
+
+
+def _task_gradients(task_noise, draws=800, batch=16, sigma=0.5):
+    """Per-iteration θ-gradients (output bias of u₀, the direction every scene moves alike) of the
+    task loss alone, at a fixed θ (lr 0) and a fixed baseline, for a score of the batch mean."""
+    sim = Toy()
+    g = DistributionTransformer(sim, mutable=["u"], n_reference=500, sigma=sigma, seed=0)
+    g.pretrain_identity(steps=200, batch_size=128, seed=0)
+    seen = []
+
+    def score(x, y, seed):  # best when the rendered first coordinate, minus 3y, averages 1.5
+        seen.append(x[:, 0] - 3 * y)  # plus noise of sd 1, as a task network's training adds
+        noise = float(torch.randn((), generator=torch.Generator().manual_seed(seed)))
+        return -float(((x[:, 0] - 3 * y).mean() - 1.5) ** 2) + noise
+
+    trainer = MetaSimTrainer(g, sim, score=score, mmd_weight=0.0, batch_size=batch, lr=0.0,
+                             task_noise=task_noise, seed=0)
+    grads = []
+    for _ in range(draws):
+        trainer.baseline = -2.25  # any constant keeps the estimate unbiased
+        trainer.step()
+        grads.append(float(g.skip.bias.grad[0]))
+    fresh = sim.simulate(MU0, 20000, seed=7).latents
+    mean_u = float(g(fresh)[:, 0].mean().detach())
+    # the loss is −score: its gradient in the bias (standardised units) is 2 (E m − 1.5) · scale
+    analytic = 2 * (mean_u - 1.5) * float(g.out_scale[0])
+    return np.asarray(grads), analytic, g, trainer, seen
+
+
+def test_batch_task_noise_estimates_the_gradient_with_less_variance_than_per_scene_noise():
+    batch, batch_analytic, g, trainer, seen = _task_gradients("batch")
+    scene, scene_analytic, *_ = _task_gradients("scene")
+    assert batch_analytic == pytest.approx(scene_analytic)
+    # ES (shared offset): unbiased for the full gradient (about −3); per-scene Eq. 4 averaged over
+    # the batch: for 1/B_m of it. Standard errors of the means here: about 0.17 and 0.4
+    assert batch.mean() == pytest.approx(batch_analytic, abs=0.6)
+    assert 16 * scene.mean() == pytest.approx(scene_analytic, abs=1.3)
+    # the same expected step, less noise: the score's noise enters B_m times less (here about
+    # 24 against 118; the variance of the signal term itself, 18, is the same for both)
+    assert (16 * scene).var() > 3 * batch.var()
+    # every scene of a batch was moved by the same offset, and the scenes were re-rendered
+    from simsearch.objective import trial_seed
+
+    latents = trainer.transformed.simulate(g.psi, 16, seed=trial_seed(trainer.seed, 0)).latents  # iteration 0
+    offset = seen[0] - g({k: latents[k] for k in g.names})[:, 0].detach()
+    assert torch.allclose(offset, offset[0].expand(16), atol=1e-5) and abs(float(offset[0])) > 1e-3
+    assert trainer.history[0]["renders"] == 2 * 16
+
+
+def test_trainer_and_config_reject_an_unknown_task_noise():
+    sim = Toy()
+    g = DistributionTransformer(sim, n_reference=100)
+    with pytest.raises(ValueError, match=r"task_noise: expected one of \['scene', 'batch'\], got 'global'"):
+        MetaSimTrainer(g, sim, torch.zeros(4, 2), task_weight=0.0, task_noise="global")
+    with pytest.raises(ValueError, match="task_sigma must be a finite number > 0 or None, got -1"):
+        MetaSimTrainer(g, sim, torch.zeros(4, 2), task_weight=0.0, task_sigma=-1.0)
+    from lightning_modules.distribution_transformer import TASK_NOISE as TRAINER_TASK_NOISE
+    from simsearch.metasim import TASK_NOISE, MetaSimConfig, run_metasim
+
+    assert TASK_NOISE == TRAINER_TASK_NOISE
+    with pytest.raises(ValueError, match="task_noise: expected one of"):
+        run_metasim("gmm2d", config=MetaSimConfig(task_noise="global"), out=None)
