@@ -8,7 +8,10 @@ smoothed reward J_σ that the policy does not leave, see ``reinforce_gmm2d_lands
 chance; √0.05 in ψ's own units, ``--sigma-units param``, ends at worse local optima), K = 16 and Adam
 at lr 0.02; the recorded run standardises the advantages (``--normalize-advantage``) and floors the
 learned σ at 0.05 (``--min-sigma 0.05``, chosen on seeds 10–13 against ``--lr-decay 100`` and no
-floor), 8000 trials; ``--checkpoints`` also scores ω with the SVM during the run. The learned
+floor), 8000 trials; ``--checkpoints`` also scores ω with the SVM during the run. On seeds 10–13
+(8000 trials, with that floor) none of ``--init default`` (0.825), ``--sigma 0.2`` / ``0.05``,
+``--population 8``, ``--lr 0.01``, ``--min-sigma 0.07`` or ``--entropy-bonus`` 0.03 / 0.1 / 0.3 beat
+the floor alone (0.888); see BENCHMARKS.md. The learned
 ψ is the final policy mean ω. It is scored with ``problem.score`` (a fresh model trained on 2,000
 samples, test accuracy on p's held-out points) for both models, beside the same score of the best
 trial's ψ and of the references (``problem.reference_sources()``: default ψ, one Gaussian per
