@@ -41,7 +41,9 @@ start.
 The default ``step_size`` 0.1 is the largest of the lengths 0.1, 0.3, 1 at which every variant's
 first step lowered the validation loss on both gmm2d and digits in
 ``benchmarks/autosimulate_gradcheck.py`` (BENCHMARKS.md, issue 5); on traffic-count longer steps
-descended further, and there the default is slower than the old rule. Per-coordinate Adam (the rule
+descended further, and with a fixed length the default was slower there than the old rule. On
+the record runs of 2026-12-03 the adaptive length did not make it faster at 5,000 images either
+(BENCHMARKS.md, issue 5: the headline is not met). Per-coordinate Adam (the rule
 before issue 5) would take first steps of ``step_size`` · sign(g), moving every coordinate by the
 same fraction of its range whether its component of the gradient is signal or noise. The step
 is projected onto the box, so ψ stays inside the bounds. The Adam moments travel with ψ_{t+1} in
