@@ -426,9 +426,11 @@ class MetaSimTrainer:
             so ``real_x``, ``real_y`` are then labelled data such as V.
         task_noise: one of :data:`TASK_NOISE`, how the scenes are perturbed for the task loss (only
             when ``task_weight > 0``). ``scene`` (Meta-Sim, Eq. 4): s'_i ~ N(G_θ(s_i), (σ·scale)²)
-            independently per scene. ``batch``: one offset δ ~ N(0, (σ_t·scale)²) per iteration,
-            shared by every scene, s'_i = G_θ(s_i) + δ; the task loss is then
-            −A · mean_i log N(s'_i; G_θ(s_i), (σ_t·scale)²), whose θ-gradient is
+            independently per scene. ``batch``: the task network is trained and scored on Eq. 4's
+            scenes moved by one offset δ ~ N(0, (σ_t·scale)²) per iteration, shared by every
+            scene, s'_i + δ (the MMD term keeps Eq. 4's s'_i, as with ``scene``); the task loss is
+            −A · mean_i log N(s'_i + δ; s'_i, (σ_t·scale)²) with s'_i's dependence on θ through
+            G_θ(s_i) (reparametrised), whose θ-gradient is
             −A · mean_i J_G(s_i)ᵀ δ / (σ_t·scale)² — the evolution-strategies estimate of the
             gradient of E_δ[score] (Salimans et al., "Evolution strategies as a scalable alternative
             to reinforcement learning", 2017, Eq. 1–2: ∇ E[F(θ + σε)] = E[F(θ + σε) ε] / σ) for
@@ -444,7 +446,7 @@ class MetaSimTrainer:
             objective in those directions too; per-scene differences of J_G are averaged away
             (the estimate sees mean_i J_G(s_i)). Its expectation is B_m times that of ``scene``'s
             (which averages Eq. 4 over the batch, below), so a given ``task_weight`` weighs the
-            task term more. The scenes of the MMD term are the same perturbed scenes.
+            task term more.
         task_sigma: σ_t of ``task_noise="batch"``, in units of each attribute's scale (default:
             the transformer's σ).
         seed: the data of iteration t depend on (seed, t) only.
@@ -559,11 +561,10 @@ class MetaSimTrainer:
         sampled, x_batch, y_batch = batch.latents[TRANSFORMED], batch.x, batch.y
         record: dict[str, float] = {"iteration": t, "images": len(batch)}
         shared = self.task_noise == "batch" and self.task_weight > 0
-        if shared:  # one offset for the whole batch (see task_noise); the scenes are re-rendered
+        if shared:  # the task batch: Eq. 4's scenes plus one offset for all (see task_noise)
             eps = torch.randn(sampled.shape[1], generator=torch.Generator().manual_seed(trial_seed(seed, 1)))
-            with torch.no_grad():
-                sampled = self.transformer(base) + self.task_sigma * self.transformer.out_scale * eps
-            x_batch, y_batch = self.simulator.render(self.transformer.replace(base, sampled))
+            offset = self.task_sigma * self.transformer.out_scale * eps
+            x_batch, y_batch = self.simulator.render(self.transformer.replace(base, sampled + offset))
             record["renders"] = 2 * len(batch)
         loss = torch.zeros(())
         if self.mmd_weight > 0:
@@ -585,9 +586,11 @@ class MetaSimTrainer:
             score = float(self.score(x_batch, y_batch, seed))
             self.baseline = score if self.baseline is None else self.baseline
             advantage = score - self.baseline
-            if shared:
+            if shared:  # log N(δ; 0, σ_t²) with δ = s'_i + offset − (G_θ(s_i) + its Eq. 4 noise)
+                mean = self.transformer(base)
+                centre = mean + (sampled - mean).detach()
                 spread = self.task_sigma * self.transformer.out_scale
-                log_p = Independent(Normal(self.transformer(base), spread), 1).log_prob(sampled)
+                log_p = Independent(Normal(centre, spread), 1).log_prob(sampled + offset)
             else:
                 log_p = self.transformer.distribution(base).log_prob(sampled)
             loss = loss - self.task_weight * advantage * log_p.mean()

@@ -439,11 +439,11 @@ def test_batch_task_noise_estimates_the_gradient_with_less_variance_than_per_sce
     # the same expected step, less noise: the score's noise enters B_m times less (here about
     # 24 against 118; the variance of the signal term itself, 18, is the same for both)
     assert (16 * scene).var() > 3 * batch.var()
-    # every scene of a batch was moved by the same offset, and the scenes were re-rendered
+    # every scene of a batch was moved from its Eq. 4 draw by the same offset, and re-rendered
     from simsearch.objective import trial_seed
 
     latents = trainer.transformed.simulate(g.psi, 16, seed=trial_seed(trainer.seed, 0)).latents  # iteration 0
-    offset = seen[0] - g({k: latents[k] for k in g.names})[:, 0].detach()
+    offset = seen[0] - latents[TRANSFORMED][:, 0]
     assert torch.allclose(offset, offset[0].expand(16), atol=1e-5) and abs(float(offset[0])) > 1e-3
     assert trainer.history[0]["renders"] == 2 * 16
 
