@@ -34,7 +34,8 @@ u = (ψ − low) / (high − low) ∈ [0, 1]:
 doubles after a step that still descends at the new ψ (the new ∂L̃/∂ψ along it is negative) and
 lowered the fine-tuned model's validation loss, and halves, with a restart of Adam's momentum,
 after one that did not, within [0.1, 3] (:func:`adapt_step_scale`; Rprop's sign test and a trust
-region's success test, per study and from the storage). A fixed length could not serve both
+region's success test, per study and from the storage; ``"no_val"``, without a validation loss,
+keeps the fixed length). A fixed length could not serve both
 traffic-count, where longer steps gain faster, and digits, where they drift away from a good
 start.
 
@@ -338,7 +339,9 @@ class AutoSimulateSampler(BaseSampler):
             After such a failed step, Adam's momentum also restarts at the current natural
             gradient (:func:`adam_step`), else it would keep pushing the old way while the steps
             shrink. ``step_growth`` = ``step_shrink`` = 1 keeps the length fixed (the rule before
-            2026-12-03) and never restarts. The defaults (2, 0.5, (0.1, 3)) were chosen on
+            2026-12-03) and never restarts; so does ``"no_val"``, which has no L_val for the
+            success test (the sign test alone let the step run to its cap and ψ collapse in
+            the selection runs, BENCHMARKS.md, issue 5). The defaults (2, 0.5, (0.1, 3)) were chosen on
             traffic-count seeds 10–12 among (1.2 | 1.5 | 2, 0.5, up to 3 | 5 | 10) and checked on
             digits and gmm2d seeds 10–12 (BENCHMARKS.md, issue 5).
         theta: restrict θ to some parameters of the model (names / prefixes / predicate; Table 5
@@ -545,9 +548,10 @@ class AutoSimulateSampler(BaseSampler):
             self.method, warm_start=warm, seed=context.seed, **options,
         )
         scores = score_matrix(context.simulator, context.batch.latents, context.psi)
-        restart, adapt = False, (self.step_growth, self.step_shrink) != (1.0, 1.0)
+        restart = False  # no_val has no L_val for the success test: its length stays fixed
+        adapt = (self.step_growth, self.step_shrink) != (1.0, 1.0) and self.method != "no_val"
         val = _validation_loss(context.module, context.val_data, self.options["val_loss"]) \
-            if adapt and self.method != "no_val" else None
+            if adapt else None
         if parent is not None and adapt:
             low, high = space.bounds()
             grad_u = space.to_flat(result.grad) * (high - low)
@@ -557,7 +561,7 @@ class AutoSimulateSampler(BaseSampler):
             except KeyError:  # the parent did not sample every simulator parameter
                 displacement = np.zeros(len(names))
             previous_val = parent.system_attrs.get(_KEY + "val_loss")
-            improved = val is None or previous_val is None or val < previous_val
+            improved = previous_val is None or val < previous_val
             restart = float(grad_u @ displacement) > 0 or not improved  # the last step failed
             scale = adapt_step_scale(scale, grad_u, displacement, self.step_growth,
                                      self.step_shrink, self.step_scale_range, improved)

@@ -410,3 +410,14 @@ def test_stored_val_loss_is_the_fine_tuned_models_mean_validation_loss(gmm2d):
         expected = float(expected_error(model(xv), yv).double().mean())
     assert study.trials[-1].system_attrs[KEY + "val_loss"] == pytest.approx(expected, rel=1e-6)
     assert study.trials[0].system_attrs[KEY + "val_loss"] != pytest.approx(expected, rel=1e-6)
+
+
+def test_no_val_keeps_a_fixed_step_under_the_adaptive_defaults(gmm2d, monkeypatch):
+    """no_val has no validation loss for the success test, so the default growth/shrink leave
+    its length at step_size and its momentum unrestarted even when the gradient flips."""
+    calls = _fixed_gradient(monkeypatch, [1.0, -1.0, 1.0])
+    study = _study(AutoSimulateSampler("no_val", init=gmm2d.simulator, seed=0))
+    study.optimize(_objective(gmm2d), n_trials=3)
+    assert [t.system_attrs[KEY + "step_scale"] for t in study.trials] == [1.0] * 3
+    assert [t.system_attrs[KEY + "val_loss"] for t in study.trials] == [None] * 3
+    assert calls == [(0.1, False)] * 3
