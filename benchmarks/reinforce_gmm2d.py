@@ -6,19 +6,19 @@ the centre of the bounds (``--init default``: the simulator's declared ψ, a loc
 smoothed reward J_σ that the policy does not leave, see ``reinforce_gmm2d_landscape.py``), with
 σ = 0.1 in unit-box units, learned (√0.05 in these units smooths the good ψ away: J_σ there falls to
 chance; √0.05 in ψ's own units, ``--sigma-units param``, ends at worse local optima), K = 16 and Adam
-at lr 0.02; the recorded run standardises the advantages (``--normalize-advantage``) and floors the
-learned σ at 0.05 (``--min-sigma 0.05``, chosen on seeds 10–13 against ``--lr-decay 100`` and no
-floor), 8000 trials; ``--checkpoints`` also scores ω with the SVM during the run. On seeds 10–13
-(8000 trials, with that floor) none of ``--init default`` (0.825), ``--sigma 0.2`` / ``0.05``,
-``--population 8``, ``--lr 0.01``, ``--min-sigma 0.07`` or ``--entropy-bonus`` 0.03 / 0.1 / 0.3 beat
-the floor alone (0.888); see BENCHMARKS.md. The learned
+at lr 0.02 by default; the newest recorded run (2026-12-03) standardises the advantages
+(``--normalize-advantage``), halves the step (``--lr 0.01``) and floors the learned σ at 0.07
+(``--min-sigma 0.07``), 8000 trials: chosen on seeds 10–13 (0.919) over ``--min-sigma 0.05`` alone
+(0.888, the 2026-12-02 record's setting), ``--init default``, ``--sigma 0.2`` / ``0.05``,
+``--population 8`` and ``--entropy-bonus`` 0.03 / 0.1 / 0.3, it measured 0.782 ± 0.148 on seeds
+0–2 (BENCHMARKS.md); ``--checkpoints`` also scores ω with the SVM during the run. The learned
 ψ is the final policy mean ω. It is scored with ``problem.score`` (a fresh model trained on 2,000
 samples, test accuracy on p's held-out points) for both models, beside the same score of the best
 trial's ψ and of the references (``problem.reference_sources()``: default ψ, one Gaussian per
 class, oracle data from p).
 
     .venv/bin/python benchmarks/reinforce_gmm2d.py --seeds 0 1 2 --trials 8000 --normalize-advantage \
-        --min-sigma 0.05
+        --lr 0.01 --min-sigma 0.07
 """
 
 from __future__ import annotations

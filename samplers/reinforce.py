@@ -57,6 +57,8 @@ the good ψ there (final ω 0.888 and 0.878 against 0.841 without), neither left
 both stay off by default (measured on gmm2d only). ``entropy_bonus`` (same benchmark, with the
 floor) ended below the floor alone: β = 0.03 / 0.1 gave 0.854 / 0.866 against 0.888, and
 β = 0.3 drove σ to its bound 1 (ω's accuracy 0.49–0.52); it stays off (β = 0) by default.
+``learning_rate = 0.01`` with ``min_sigma = 0.07`` had the best selection mean (0.919) but measured
+0.782 ± 0.148 on seeds 0–2, below ``min_sigma = 0.05`` alone (0.904).
 
 **Bounds.** A draw x ~ π_ω may leave the box. The trial evaluates the clipped point clip(x, 0, 1),
 and the update uses log π_ω at the *unclipped* draw x, which is stored on the trial. This is the
