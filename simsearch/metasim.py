@@ -48,7 +48,7 @@ from simsearch.validation import check_positive_int
 TASK_NOISE = ("scene", "batch")
 
 __all__ = ["FEATURES", "MODES", "PROBLEM_SETTINGS", "TASK_NOISE", "MetaSimConfig", "gap_to_real",
-           "run_metasim", "val_features"]
+           "run_metasim", "transformed_means", "val_features"]
 
 #: Feature spaces φ of the MMD loss (Eq. 1) during training: ``random-conv``, the fixed
 #: :func:`simsearch.mmd.default_features`; ``task``, the penultimate layer of the accumulated task
@@ -315,16 +315,18 @@ def _run_one(
     train_seconds = time.perf_counter() - start
     scores = problem.score(_source(transformed, psi), seed)
     gap = gap_to_real(problem, transformed, psi, seed)
+    attributes = transformed_means(transformed, psi, trial_seed(seed, 9))
     run = dict(
         mode=mode, seed=seed, seconds=train_seconds, restart=best, restart_losses=losses,
         images=int(sum(h["images"] for h in spent)),
         renders=int(sum(h.get("renders", h["images"]) for h in spent)),
-        mmd2=gap, **scores, history=history,
+        mmd2=gap, **scores, attributes=attributes, history=history,
     )
     if trainer.task_module is not None:
         run["online_test"] = trainer.task_module.evaluate(*problem.test)
     say(f"[{mode}] seed {seed}: MMD² {gap:.4f} val {scores['val']:.3f} test {scores['test']:.3f} "
-        f"({train_seconds:.0f} s, restart {best})")
+        f"({train_seconds:.0f} s, restart {best}); mean transformed attributes "
+        + ", ".join(f"{k} {v:.4g}" for k, v in attributes.items()))
     if grid is not None:
         grid.parent.mkdir(parents=True, exist_ok=True)
         _sample_grid(transformed, psi, problem.val[0], grid, mode)
@@ -414,6 +416,17 @@ def _selection_loss(problem: Problem, trainer, mode: str, seed: int, last: int =
     if task_weight > 0 and scores:
         loss -= task_weight * float(np.mean(scores))
     return loss
+
+
+def transformed_means(transformed, psi, seed: int, n: int = 1000) -> dict[str, float]:
+    """The mean over ``n`` scenes (data seed ``seed``) of each transformed mutable attribute s'
+    of a ``TransformedSimulator`` (a vector attribute's components as ``name[j]``): where G_θ
+    has moved the grammar's scenes on average (e.g. a global scale or rotation)."""
+    g = transformed.transformer
+    values = g.mutable_values(transformed.scene(transformed.simulate(psi, n, seed).latents)).mean(0)
+    names = [name if g.shapes[name] == () else f"{name}[{j}]" for name in g.mutable
+             for j in range(int(np.prod(g.shapes[name], dtype=np.int64)))]
+    return {name: float(v) for name, v in zip(names, values, strict=True)}
 
 
 def _source(simulator, psi):

@@ -275,6 +275,16 @@ def test_runner_writes_a_report_for_every_mode(small_gmm2d, tmp_path):
     assert len(both["history"]) == 3 and {"mmd2", "score", "advantage"} <= set(both["history"][0])
     assert both["images"] == 3 * 64 and both["renders"] == 3 * 64 * (1 + 2 * 2)  # 2-D point
     assert all(0.0 <= r["test"] <= 1.0 for r in result["runs"])
+    # the mean transformed attributes are those of the transformed simulator's scenes
+    from lightning_modules.distribution_transformer import TRANSFORMED
+    from simsearch.metasim import transformed_means
+
+    sim = TransformedSimulator(Toy(), DistributionTransformer(Toy(), n_reference=100, seed=0))
+    means = transformed_means(sim, MU0, seed=5, n=50)
+    assert list(means) == ["u[0]", "u[1]", "r"]
+    expected = sim.simulate(MU0, 50, seed=5).latents[TRANSFORMED].mean(0)
+    assert list(means.values()) == pytest.approx(expected.tolist(), abs=1e-6)
+    assert both["attributes"] and all(isinstance(v, float) for v in both["attributes"].values())
     for name in ("report.md", "results.json", "curves.png", "samples_mmd.png", "samples_both.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert "| Meta-Sim (both) |" in (tmp_path / "report.md").read_text()
