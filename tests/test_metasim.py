@@ -442,12 +442,12 @@ def test_batch_task_noise_estimates_the_gradient_with_less_variance_than_per_sce
     batch, batch_analytic, g, trainer, seen = _task_gradients("batch")
     scene, scene_analytic, *_ = _task_gradients("scene")
     assert batch_analytic == pytest.approx(scene_analytic)
-    # ES (shared offset): unbiased for the full gradient (about −3); per-scene Eq. 4 averaged over
+    # ES (shared offset): unbiased for the full gradient (−2.86); per-scene Eq. 4 averaged over
     # the batch: for 1/B_m of it. Standard errors of the means here: about 0.17 and 0.4
     assert batch.mean() == pytest.approx(batch_analytic, abs=0.6)
     assert 16 * scene.mean() == pytest.approx(scene_analytic, abs=1.3)
-    # the same expected step, less noise: the score's noise enters B_m times less (here about
-    # 24 against 118; the variance of the signal term itself, 18, is the same for both)
+    # the same expected step, less noise: the score's noise enters B_m times less (here 24
+    # against 105; the variance of the signal term itself, about 18, is the same for both)
     assert (16 * scene).var() > 3 * batch.var()
     # every scene of a batch was moved from its Eq. 4 draw by the same offset, and re-rendered
     from simsearch.objective import trial_seed
