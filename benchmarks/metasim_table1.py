@@ -26,8 +26,9 @@ from pathlib import Path
 
 import torch
 
+from lightning_modules.distribution_transformer import TASK_NOISE
 from simsearch import problems
-from simsearch.metasim import FEATURES, PROBLEM_SETTINGS, TASK_NOISE, MetaSimConfig, run_metasim
+from simsearch.metasim import FEATURES, PROBLEM_SETTINGS, MetaSimConfig, run_metasim
 from simsearch.problems import mean_std
 
 PROBLEMS = ("digits-rot", "digits-rot-textures")

@@ -44,10 +44,7 @@ from simsearch.objective import trial_seed
 from simsearch.problems import Problem, mean_std
 from simsearch.validation import check_positive_int
 
-#: Task-loss perturbations of :class:`MetaSimConfig` (see ``MetaSimTrainer(task_noise=...)``).
-TASK_NOISE = ("scene", "batch")
-
-__all__ = ["FEATURES", "MODES", "PROBLEM_SETTINGS", "TASK_NOISE", "MetaSimConfig", "gap_to_real",
+__all__ = ["FEATURES", "MODES", "PROBLEM_SETTINGS", "MetaSimConfig", "gap_to_real",
            "run_metasim", "transformed_means", "val_features"]
 
 #: Feature spaces φ of the MMD loss (Eq. 1) during training: ``random-conv``, the fixed
@@ -246,6 +243,8 @@ def run_metasim(
     check_positive_int("restart_iterations", config.restart_iterations)
     if config.features not in FEATURES:
         raise ValueError(f"features: expected one of {list(FEATURES)}, got {config.features!r}")
+    from lightning_modules.distribution_transformer import TASK_NOISE
+
     if config.task_noise not in TASK_NOISE:
         raise ValueError(f"task_noise: expected one of {list(TASK_NOISE)}, got {config.task_noise!r}")
     grids = [Path(out) if out is not None and seed == seeds[0] else None for seed in seeds]
