@@ -72,6 +72,7 @@ __all__ = [
     "DistributionTransformer",
     "MetaSimTrainer",
     "TransformedSimulator",
+    "check_task_noise",
     "continuous_latents",
     "finite_difference_render",
 ]
@@ -83,6 +84,17 @@ TRANSFORMED = "metasim_attributes"
 #: each scene's attributes drawn independently from Eq. 4 (Meta-Sim); ``batch``, one offset shared
 #: by the whole batch (evolution strategies), see :class:`MetaSimTrainer`.
 TASK_NOISE = ("scene", "batch")
+
+
+def check_task_noise(task_noise: str, task_sigma: float | None) -> None:
+    """Refuse a ``task_noise`` outside :data:`TASK_NOISE` or a ``task_sigma`` that is not a finite
+    number > 0 or None (:class:`MetaSimTrainer`'s arguments, also checked by ``run_metasim``
+    before any work)."""
+    if task_noise not in TASK_NOISE:
+        raise ValueError(f"task_noise: expected one of {list(TASK_NOISE)}, got {task_noise!r}")
+    if task_sigma is not None and not (isinstance(task_sigma, int | float)
+                                       and 0 < task_sigma < math.inf):
+        raise ValueError(f"task_sigma must be a finite number > 0 or None, got {task_sigma!r}")
 
 
 def continuous_latents(simulator: Simulator, psi: Psi, latents: Mapping[str, torch.Tensor]) -> list[str]:
@@ -508,11 +520,7 @@ class MetaSimTrainer:
             raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
         if not fd_step > 0:
             raise ValueError(f"fd_step must be > 0, got {fd_step}")
-        if task_noise not in TASK_NOISE:
-            raise ValueError(f"task_noise: expected one of {list(TASK_NOISE)}, got {task_noise!r}")
-        if task_sigma is not None and not (isinstance(task_sigma, int | float)
-                                           and math.isfinite(task_sigma) and task_sigma > 0):
-            raise ValueError(f"task_sigma must be a finite number > 0 or None, got {task_sigma!r}")
+        check_task_noise(task_noise, task_sigma)
         self.task_noise = task_noise
         self.task_sigma = transformer.sigma if task_sigma is None else float(task_sigma)
         self.transformer, self.simulator = transformer, simulator

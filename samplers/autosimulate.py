@@ -398,8 +398,8 @@ class AutoSimulateSampler(BaseSampler):
             raise ValueError(f"step_size must be > 0 (a length in the Fisher metric), got {step_size!r}")
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"betas must be two values in [0, 1), got {betas!r}")
-        if not (isinstance(step_growth, int | float) and step_growth >= 1):
-            raise ValueError(f"step_growth must be a number >= 1, got {step_growth!r}")
+        if not (isinstance(step_growth, int | float) and 1 <= step_growth < math.inf):
+            raise ValueError(f"step_growth must be a finite number >= 1, got {step_growth!r}")
         if not (isinstance(step_shrink, int | float) and 0 < step_shrink <= 1):
             raise ValueError(f"step_shrink must be a number in (0, 1], got {step_shrink!r}")
         if (len(step_scale_range) != 2

@@ -277,7 +277,7 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
             raise ValueError(f"baseline_decay must lie in [0, 1), got {baseline_decay!r}")
         if lr_decay is not None and not lr_decay > 0:
             raise ValueError(f"lr_decay (τ, generations) must be > 0 or None, got {lr_decay!r}")
-        if not (math.isfinite(entropy_bonus) and entropy_bonus >= 0):
+        if not (isinstance(entropy_bonus, int | float) and 0 <= entropy_bonus < math.inf):
             raise ValueError(f"entropy_bonus (β) must be a finite number >= 0, got {entropy_bonus!r}")
         if entropy_bonus > 0 and not learn_sigma:
             raise ValueError(f"entropy_bonus = {entropy_bonus!r} acts on the learned σ only; it "

@@ -243,10 +243,9 @@ def run_metasim(
     check_positive_int("restart_iterations", config.restart_iterations)
     if config.features not in FEATURES:
         raise ValueError(f"features: expected one of {list(FEATURES)}, got {config.features!r}")
-    from lightning_modules.distribution_transformer import TASK_NOISE
+    from lightning_modules.distribution_transformer import check_task_noise
 
-    if config.task_noise not in TASK_NOISE:
-        raise ValueError(f"task_noise: expected one of {list(TASK_NOISE)}, got {config.task_noise!r}")
+    check_task_noise(config.task_noise, config.task_sigma)
     grids = [Path(out) if out is not None and seed == seeds[0] else None for seed in seeds]
     if jobs == 1:
         say = log or (lambda _msg: None)

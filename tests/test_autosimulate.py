@@ -199,8 +199,10 @@ def test_constructor_rejects_bad_options():
         AutoSimulateSampler(cg_max_iter=0)
     with pytest.raises(TypeError, match="init must be"):
         AutoSimulateSampler(init=3.0)
-    with pytest.raises(ValueError, match=r"step_growth must be a number >= 1, got 0.9"):
+    with pytest.raises(ValueError, match=r"step_growth must be a finite number >= 1, got 0.9"):
         AutoSimulateSampler(step_growth=0.9)
+    with pytest.raises(ValueError, match=r"step_growth must be a finite number >= 1, got inf"):
+        AutoSimulateSampler(step_growth=float("inf"))
     with pytest.raises(ValueError, match=r"step_shrink must be a number in \(0, 1\], got 0"):
         AutoSimulateSampler(step_shrink=0)
     with pytest.raises(ValueError, match=r"step_scale_range must be .* got \(2.0, 10.0\)"):

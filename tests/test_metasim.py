@@ -469,3 +469,5 @@ def test_trainer_and_config_reject_an_unknown_task_noise():
 
     with pytest.raises(ValueError, match="task_noise: expected one of"):
         run_metasim("gmm2d", config=MetaSimConfig(task_noise="global"), out=None)
+    with pytest.raises(ValueError, match="task_sigma must be a finite number > 0 or None, got 0"):
+        run_metasim("gmm2d", config=MetaSimConfig(task_sigma=0), out=None)

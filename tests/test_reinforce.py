@@ -477,6 +477,7 @@ def test_initial_mean_from_simulator_centre_or_given_point():
          r"entropy_bonus \(β\) must be a finite number >= 0, got -0.1"),
         ({"entropy_bonus": float("nan"), "learn_sigma": True}, r"entropy_bonus \(β\).*got nan"),
         ({"entropy_bonus": 0.2}, r"entropy_bonus = 0.2 acts on the learned σ only"),
+        ({"entropy_bonus": "0.1", "learn_sigma": True}, r"entropy_bonus \(β\).*got '0.1'"),
         ({"min_sigma": 0.0}, r"min_sigma \(unit-box units\) must lie in \[0.001, 1.0\], got 0.0"),
         ({"min_sigma": 0.3}, r"lie in \[min_sigma, 1\] = \[0.3, 1\]; got 0.22"),
         ({"search_space": SPACE, "sigma": 0.2, "sigma_units": "param", "min_sigma": 0.1},
