@@ -197,14 +197,15 @@ def adapt_step_scale(
     shrink: float,
     scale_range: tuple[float, float],
     improved: bool = True,
-) -> float:
+) -> tuple[float, bool]:
     """The next step's length factor from the sign of the directional derivative of L̃ along the
     last step and from whether that step lowered the validation loss: ``scale`` · ``growth`` when
     ∂L̃/∂u · Δu < 0 (at the new ψ the last step still points downhill: it was too short) and
     ``improved``; ``scale`` · ``shrink`` when it is > 0 (the new gradient points back: the step
     overshot) or not ``improved`` (the step did not pay: a trust region's failed step, Nocedal &
     Wright 2006, Alg. 4.1); unchanged when it is 0 (no step, e.g. pinned at the box) and
-    ``improved``; clipped to ``scale_range``.
+    ``improved``; clipped to ``scale_range``. Returns (the factor, whether the last step failed —
+    shrank — after which the caller restarts Adam's momentum, :func:`adam_step`).
 
     This is the sign test of Rprop (Riedmiller & Braun 1993) and of the multiplicative
     hypergradient step-size rule (Baydin et al. 2018, "Online learning rate adaptation with
@@ -214,25 +215,28 @@ def adapt_step_scale(
     direction: on traffic-count it kept growing the step while ψ moved to where the reward
     collapsed (BENCHMARKS.md, issue 5), hence the second, measured test. It needs only the
     trial's own ∂L̃/∂ψ and validation loss and its parent's ψ and validation loss, all in the
-    storage, so resumed and concurrent workers compute the same factor. With ``shrink`` <
-    1/``growth`` a gradient whose sign along the step is a coin toss (ψ near a minimum, estimates
-    dominated by noise) shrinks the step on average: E log(factor) = ½ log(growth · shrink) < 0.
+    storage, so a resumed worker computes the same factor. (With several workers the parent's
+    L_val may come from another worker's accumulated model, so the success test then compares
+    two models as well as two ψ.) With ``growth`` · ``shrink`` = 1 (the sampler's defaults 2 and
+    ½) a sign that is a coin toss leaves E log(factor) = 0 by itself; it is the L_val test, which
+    fails whenever L_val does not fall, that shrinks the step near a minimum.
 
     >>> adapt_step_scale(1.0, np.array([1.0, 0.0]), np.array([-0.1, 0.0]), 1.5, 0.5, (0.1, 10.0))
-    1.5
+    (1.5, False)
     >>> adapt_step_scale(1.0, np.array([1.0, 0.0]), np.array([0.1, 0.0]), 1.5, 0.5, (0.1, 10.0))
-    0.5
+    (0.5, True)
     >>> adapt_step_scale(8.0, np.array([1.0]), np.array([-1.0]), 1.5, 0.5, (0.1, 10.0))
-    10.0
+    (10.0, False)
     >>> adapt_step_scale(1.0, np.array([1.0]), np.array([-1.0]), 1.5, 0.5, (0.1, 10.0), False)
-    0.5
+    (0.5, True)
     """
     slope = float(np.dot(grad_u, displacement_u))
-    if slope > 0 or not improved:
+    failed = slope > 0 or not improved
+    if failed:
         scale *= shrink
     elif slope < 0:
         scale *= growth
-    return float(min(max(scale, scale_range[0]), scale_range[1]))
+    return float(min(max(scale, scale_range[0]), scale_range[1])), failed
 
 
 def descend(
@@ -562,9 +566,8 @@ class AutoSimulateSampler(BaseSampler):
                 displacement = np.zeros(len(names))
             previous_val = parent.system_attrs.get(_KEY + "val_loss")
             improved = previous_val is None or val < previous_val
-            restart = float(grad_u @ displacement) > 0 or not improved  # the last step failed
-            scale = adapt_step_scale(scale, grad_u, displacement, self.step_growth,
-                                     self.step_shrink, self.step_scale_range, improved)
+            scale, restart = adapt_step_scale(scale, grad_u, displacement, self.step_growth,
+                                              self.step_shrink, self.step_scale_range, improved)
         psi_next, m, v = descend(space, context.psi, result.grad, scores, m, v, step + 1,
                                  self.step_size * scale, self.betas, restart=restart)
         with self._lock:
@@ -638,8 +641,8 @@ class AutoSimulateSampler(BaseSampler):
 def _validation_loss(module: torch.nn.Module, val_data: tuple[torch.Tensor, torch.Tensor],
                      loss: ValLoss | None) -> float:
     """L_val(θ̂): the mean per-sample validation loss (``loss(module(x), y)``, default
-    ``module.per_sample_loss``) of the fine-tuned model, in eval mode, as the hypergradient
-    differentiates it."""
+    ``module.per_sample_loss``) of the fine-tuned model, in eval mode, on all of V (not on a
+    ``val_samples`` subsample: one forward pass, no gradient), for the step rule's success test."""
     first = next(module.parameters())
     x, y = val_data
     x = x.to(device=first.device, dtype=first.dtype) if x.is_floating_point() else x.to(first.device)

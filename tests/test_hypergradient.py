@@ -343,9 +343,8 @@ def _ridge_chain(method, growth, shrink, steps=15):
             true_slopes.append(float(true_u @ displacement))
             grad_u = sim.space.to_flat(result.grad) * (high - low)
             improved = losses[-1] < losses[-2]  # the sampler's L_val: θ* on the validation set
-            restart = float(grad_u @ displacement) > 0 or not improved
-            scale = adapt_step_scale(scale, grad_u, displacement, growth, shrink, (0.1, 10.0),
-                                     improved)
+            scale, restart = adapt_step_scale(scale, grad_u, displacement, growth, shrink,
+                                              (0.1, 10.0), improved)
         scales.append(scale)
         previous = sim.space.to_flat(psi)
         flat, m, v = descend(sim.space, psi, result.grad, score_matrix(sim, batch.latents, psi), m, v,
