@@ -22,8 +22,9 @@ simulator at its default ψ turned +90° (what Meta-Sim's accumulated task netwo
 pose is learnt: ``MetaSimConfig(features="task")``); the penultimate layer of a CNN trained on
 half of the labelled validation digits, the MMD² taken to the other half and the two halves'
 values averaged (cross-fitting: a network's features of its own training points are not those
-of fresh ones); and, as ``MetaSimConfig(features="val")`` uses it, the penultimate layer of
-:func:`simsearch.metasim.val_features` (a CNN trained on all of V; no cross-fitting). Then
+of fresh ones); and the penultimate layer of :func:`simsearch.metasim.val_features` (a CNN
+trained on all of V, no cross-fitting, from the run's seed; ``MetaSimConfig(features="val")``
+trains one per restart, from the restart's seed). Then
 Spearman's ρ of each MMD² with the validation accuracy over the scan (a
 useful φ: strongly negative, with the accuracy's maximum at the MMD²'s minimum).
 

@@ -139,10 +139,11 @@ class MetaSimConfig:
     ``features``: the feature space of the MMD loss while G_θ is trained, one of :data:`FEATURES`
     (Meta-Sim §3.2.2 uses a trained network's features and leaves open which one). ``task`` uses
     the accumulated task network's penultimate layer, which then is trained every iteration in
-    mode ``mmd`` too (its score is not used there). ``val`` uses a network trained once on the
-    labelled validation set V (:func:`val_features`): the MMD then uses V's labels, so mode ``mmd``
-    is no longer label-free (mode ``both`` uses them anyway, in the task loss). The restart choice
-    and the reports' MMD² column always use the default features, so that runs stay comparable.
+    mode ``mmd`` too (its score is not used there). ``val`` uses a network trained on the labelled
+    validation set V (:func:`val_features`; once per restart, from the restart's seed): the MMD
+    then uses V's labels, so mode ``mmd`` is no longer label-free (mode ``both`` uses them anyway,
+    in the task loss). The restart choice and the reports' MMD² column always use the default
+    features, so that runs stay comparable.
     Neither beat the default on ``digits-rot`` (mode ``both``, real validation accuracy, selection
     seeds 3–5, ``benchmarks/metasim_table1.py --features ...``, BENCHMARKS.md, issue 8): default
     89.6 ± 4.1 %; ``task`` 89.3 % (pose mutable) and 88.9 % (pose, width, slant, aspect, scale);
@@ -407,7 +408,8 @@ def val_features(problem: Problem, seed: int) -> Callable[[torch.Tensor], torch.
 def _selection_loss(problem: Problem, trainer, mode: str, seed: int, last: int = 10) -> float:
     """Algorithm 1's loss of a restart, measured for choosing among restarts: the MMD² term as
     the unbiased MMD² of 1,000 fresh transformed scenes to X_R, minus the task score averaged over
-    the restart's last ``last`` iterations (each term weighted as in training)."""
+    the restart's last ``last`` iterations, each term weighted by the mode's :data:`MODES` weights
+    (1 and 1 in mode ``both``, not by ``MetaSimConfig.task_weight``)."""
     from lightning_modules.distribution_transformer import TransformedSimulator
 
     mmd_weight, task_weight = MODES[mode]
