@@ -406,8 +406,9 @@ class AutoSimulateSampler(BaseSampler):
             raise ValueError(f"step_growth must be a finite number >= 1, got {step_growth!r}")
         if not (isinstance(step_shrink, int | float) and 0 < step_shrink <= 1):
             raise ValueError(f"step_shrink must be a number in (0, 1], got {step_shrink!r}")
-        if (len(step_scale_range) != 2
-                or not 0 < step_scale_range[0] <= 1 <= step_scale_range[1] < math.inf):
+        if not (isinstance(step_scale_range, tuple | list) and len(step_scale_range) == 2
+                and all(isinstance(b, int | float) for b in step_scale_range)
+                and 0 < step_scale_range[0] <= 1 <= step_scale_range[1] < math.inf):
             raise ValueError(
                 f"step_scale_range must be (low, high) with 0 < low <= 1 <= high < inf, "
                 f"got {step_scale_range!r}")

@@ -207,6 +207,9 @@ def test_constructor_rejects_bad_options():
         AutoSimulateSampler(step_shrink=0)
     with pytest.raises(ValueError, match=r"step_scale_range must be .* got \(2.0, 10.0\)"):
         AutoSimulateSampler(step_scale_range=(2.0, 10.0))
+    for bad in (3.0, "0.1,3", (0.1, "3")):
+        with pytest.raises(ValueError, match=r"step_scale_range must be \(low, high\)"):
+            AutoSimulateSampler(step_scale_range=bad)
 
 
 def _fixed_gradient(monkeypatch, signs, val_losses=None):
