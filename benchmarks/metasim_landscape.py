@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from simsearch import problems
-from simsearch.metasim import val_features
+from simsearch.metasim import trained_features, val_features
 from simsearch.mmd import default_features, distribution_gap, median_bandwidth, mmd2
 from simsearch.problems import Problem
 
@@ -126,19 +126,13 @@ def _appearance_features(problem: Problem, seeds: list[int]) -> None:
     """The ``--appearance --features`` table (module docstring)."""
     from scipy.stats import spearmanr
 
-    from lightning_modules import fit_tensors
-
     def at(**values: float) -> dict[str, torch.Tensor]:
         psi = problem.simulator.init_psi()
         psi.update({k: torch.tensor(v) for k, v in {"rotation": 90.0, **values}.items()})
         return psi
 
     def trained(x: torch.Tensor, y: torch.Tensor, seed: int):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = problem.make_model()
-        fit_tensors(model, x, y, problem.eval_epochs, problem.batch_size, seed)
-        return model.net[:-1].eval()
+        return trained_features(problem, x, y, seed, seed)
 
     val_x, val_y = problem.val
     half = torch.randperm(len(val_x), generator=torch.Generator().manual_seed(0))

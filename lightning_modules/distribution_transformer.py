@@ -575,9 +575,10 @@ class MetaSimTrainer:
             x_batch, y_batch = self.simulator.render(self.transformer.replace(base, sampled + offset))
             record["renders"] = 2 * len(batch)
         loss = torch.zeros(())
-        if self.mmd_weight > 0:
+        if self.mmd_weight > 0 or shared:
             mean = self.transformer(base)
             attrs = mean + (sampled - mean).detach()  # reparametrised sample: value s', gradient of G_θ
+        if self.mmd_weight > 0:
             steps = self.fd_step * self.transformer.out_scale
             x = finite_difference_render(self._render_x(batch.latents), attrs, steps)
             phi, real_features = self._feature_map()
@@ -595,10 +596,8 @@ class MetaSimTrainer:
             self.baseline = score if self.baseline is None else self.baseline
             advantage = score - self.baseline
             if shared:  # log N(δ; 0, σ_t²) with δ = s'_i + offset − (G_θ(s_i) + its Eq. 4 noise)
-                mean = self.transformer(base)
-                centre = mean + (sampled - mean).detach()
                 spread = self.task_sigma * self.transformer.out_scale
-                log_p = Independent(Normal(centre, spread), 1).log_prob(sampled + offset)
+                log_p = Independent(Normal(attrs, spread), 1).log_prob(sampled + offset)
             else:
                 log_p = self.transformer.distribution(base).log_prob(sampled)
             loss = loss - self.task_weight * advantage * log_p.mean()

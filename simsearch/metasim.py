@@ -45,7 +45,7 @@ from simsearch.problems import Problem, mean_std
 from simsearch.validation import check_positive_int
 
 __all__ = ["FEATURES", "MODES", "PROBLEM_SETTINGS", "MetaSimConfig", "gap_to_real",
-           "run_metasim", "transformed_means", "val_features"]
+           "run_metasim", "trained_features", "transformed_means", "val_features"]
 
 #: Feature spaces φ of the MMD loss (Eq. 1) during training: ``random-conv``, the fixed
 #: :func:`simsearch.mmd.default_features`; ``task``, the penultimate layer of the accumulated task
@@ -379,29 +379,36 @@ def _trainer(problem: Problem, mode: str, seed: int, restart: int, config: MetaS
 
 
 def val_features(problem: Problem, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """φ of ``MetaSimConfig(features="val")``: the penultimate layer of the problem's model (its
-    ``net`` without the last module; a ``torch.nn.Sequential``) trained on the labelled validation
-    set V as every ψ's model is trained (``eval_epochs``, ``batch_size``; seeded by ``seed``), then
-    fixed. A network trained on real digits embeds them by what tells their classes apart, so the
-    MMD in its features weighs the appearance differences that matter to the classifier; Meta-Sim
-    §3.2.2 computes the MMD in a trained network's features and leaves open which.
+    """φ of ``MetaSimConfig(features="val")``: :func:`trained_features` of the labelled validation
+    set V (seeded by ``seed``). A network trained on real digits embeds them by what tells their
+    classes apart, so the MMD in its features weighs the appearance differences that matter to the
+    classifier; Meta-Sim §3.2.2 computes the MMD in a trained network's features and leaves open
+    which.
     """
+    return trained_features(problem, *problem.val, trial_seed(seed, 11), trial_seed(seed, 12))
+
+
+def trained_features(problem: Problem, x: torch.Tensor, y: torch.Tensor, init_seed: int,
+                     fit_seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """φ(x): the penultimate layer of the problem's model (its ``net`` without the last module; a
+    ``torch.nn.Sequential``), initialised from ``init_seed`` and trained on (``x``, ``y``) as every
+    ψ's model is trained (``eval_epochs``, ``batch_size``, ``fit_seed``), then frozen."""
     from lightning_modules import fit_tensors
 
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(trial_seed(seed, 11))
+        torch.manual_seed(init_seed)
         model = problem.make_model()
     net = getattr(model, "net", None)
     if not (isinstance(net, torch.nn.Sequential) and len(net) >= 2):
-        raise ValueError(f"features='val' needs a model whose net is a torch.nn.Sequential of at least "
-                         f"2 modules, got {type(net).__name__}")
-    fit_tensors(model, *problem.val, problem.eval_epochs, problem.batch_size, trial_seed(seed, 12))
+        raise ValueError(f"trained features need a model whose net is a torch.nn.Sequential of at "
+                         f"least 2 modules, got {type(net).__name__}")
+    fit_tensors(model, x, y, problem.eval_epochs, problem.batch_size, fit_seed)
     body = net[:-1].eval()
     for parameter in body.parameters():
         parameter.requires_grad_(False)
 
-    def phi(x: torch.Tensor) -> torch.Tensor:
-        return body(x.float()).flatten(1)
+    def phi(inputs: torch.Tensor) -> torch.Tensor:
+        return body(inputs.float()).flatten(1)
 
     return phi
 
