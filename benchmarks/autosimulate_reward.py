@@ -125,9 +125,16 @@ def main() -> None:
                         help="AutoSimulate's step_shrink (default: the sampler's)")
     parser.add_argument("--step-scale-max", type=float, default=None,
                         help="upper end of AutoSimulate's step_scale_range (default: the sampler's)")
+    parser.add_argument("--step-scale-init", type=float, default=None,
+                        help="AutoSimulate's step_scale_init c_0, the first step's factor "
+                             "(default: the sampler's)")
     parser.add_argument("--seed-offset", type=int, default=0,
                         help="run seeds offset … offset + seeds − 1 (the records use 0: seeds 0, 1, 2; "
                              "choose settings on other seeds)")
+    parser.add_argument("--level", type=float, default=None,
+                        help="also print the images each sampler's mean val needs to reach this "
+                             "fixed level (a selection criterion set before the runs, e.g. an "
+                             "earlier record's target)")
     parser.add_argument("--out", default="out/autosimulate-reward")
     parser.add_argument("--load", nargs="+", metavar="JSON",
                         help="tabulate these result files of earlier runs instead of running")
@@ -147,12 +154,13 @@ def main() -> None:
     else:
         default = AutoSimulateSampler()
         step = {k: v for k, v in (("step_size", args.step_size), ("step_growth", args.step_growth),
-                                  ("step_shrink", args.step_shrink)) if v is not None}
+                                  ("step_shrink", args.step_shrink),
+                                  ("step_scale_init", args.step_scale_init)) if v is not None}
         if args.step_scale_max is not None:
             step["step_scale_range"] = (default.step_scale_range[0], args.step_scale_max)
         shown = {"step_size": default.step_size, "step_growth": default.step_growth,
                  "step_shrink": default.step_shrink, "step_scale_range": default.step_scale_range,
-                 **step}
+                 "step_scale_init": default.step_scale_init, **step}
         seeds = range(args.seed_offset, args.seed_offset + args.seeds)
         print(f"AutoSimulate validation loss: {args.val_loss}, "
               + ", ".join(f"{k} {v}" for k, v in shown.items()) + f"; seeds {list(seeds)}")
@@ -188,6 +196,10 @@ def main() -> None:
     need = {name: _images_to(im, vals.mean(0), target) for name, (im, vals) in curves.items()}
     print(f"\nbest final mean val {best:.3f}; target 95 % = {target:.3f}; images to reach it: "
           + ", ".join(f"{n} {v:g}" if math.isfinite(v) else f"{n} > {images[-1]}" for n, v in need.items()))
+    if args.level is not None:
+        fixed = {name: _images_to(im, vals.mean(0), args.level) for name, (im, vals) in curves.items()}
+        print(f"images to reach the fixed level {args.level:.3f}: " + ", ".join(
+            f"{n} {v:g}" if math.isfinite(v) else f"{n} > {images[-1]}" for n, v in fixed.items()))
     auto = min((need[n] for n in need if n in METHODS), default=math.inf)
     black = min((need[n] for n in need if n in BLACK_BOX), default=math.inf)
     if math.isinf(auto):

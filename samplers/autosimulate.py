@@ -35,9 +35,9 @@ doubles after a step that still descends at the new ψ (the new ∂L̃/∂ψ alo
 lowered the fine-tuned model's validation loss, and halves, with a restart of Adam's momentum,
 after one that did not, within [0.1, 3] (:func:`adapt_step_scale`; Rprop's sign test and a trust
 region's success test, per study and from the storage; ``"no_val"``, without a validation loss,
-keeps the fixed length). A fixed length could not serve both
-traffic-count, where longer steps gain faster, and digits, where they drift away from a good
-start.
+keeps the fixed length), starting from c_0 = ``step_scale_init`` (default 1). A fixed length
+could not serve both traffic-count, where longer steps gain faster, and digits, where they
+drift away from a good start.
 
 The default ``step_size`` 0.1 is the largest of the lengths 0.1, 0.3, 1 at which every variant's
 first step lowered the validation loss on both gmm2d and digits in
@@ -339,7 +339,8 @@ class AutoSimulateSampler(BaseSampler):
             ``step_growth`` when its ∂L̃/∂ψ still descends along the step that led to ψ_t and
             that step lowered L_val (the fine-tuned model's mean validation loss, stored as
             ``val_loss``), c_{t−1} · ``step_shrink`` when it points back or L_val did not fall,
-            c_0 = 1, clipped to ``step_scale_range``; c_t is stored on the trial (``step_scale``).
+            c_0 = ``step_scale_init``, clipped to ``step_scale_range``; c_t is stored on the
+            trial (``step_scale``).
             After such a failed step, Adam's momentum also restarts at the current natural
             gradient (:func:`adam_step`), else it would keep pushing the old way while the steps
             shrink. ``step_growth`` = ``step_shrink`` = 1 keeps the length fixed (the rule before
@@ -348,6 +349,11 @@ class AutoSimulateSampler(BaseSampler):
             the selection runs, BENCHMARKS.md, issue 5). The defaults (2, 0.5, (0.1, 3)) were chosen on
             traffic-count seeds 10–12 among (1.2 | 1.5 | 2, 0.5, up to 3 | 5 | 10) and checked on
             digits and gmm2d seeds 10–12 (BENCHMARKS.md, issue 5).
+        step_scale_init: c_0, the factor of the first step (the chain's first trial steps
+            ``step_size`` · c_0), in ``step_scale_range``; default 1. With a fixed length (and for
+            ``"no_val"``) every step is ``step_size`` · c_0. Starting above 1 takes the longer
+            early steps that gained faster on traffic-count and leaves the shrinking to the rule
+            (BENCHMARKS.md, issue 5, "Initial step factor").
         theta: restrict θ to some parameters of the model (names / prefixes / predicate; Table 5
             "frozen layers"); default all trainable parameters.
         damping, cg_tol, cg_max_iter: λ, relative tolerance and iteration cap of the CG solve
@@ -384,6 +390,7 @@ class AutoSimulateSampler(BaseSampler):
         step_growth: float = 2.0,
         step_shrink: float = 0.5,
         step_scale_range: tuple[float, float] = (0.1, 3.0),
+        step_scale_init: float = 1.0,
         theta: ThetaSelector = None,
         damping: float = 1e-2,
         cg_tol: float = 1e-3,
@@ -412,6 +419,11 @@ class AutoSimulateSampler(BaseSampler):
             raise ValueError(
                 f"step_scale_range must be (low, high) with 0 < low <= 1 <= high < inf, "
                 f"got {step_scale_range!r}")
+        if not (isinstance(step_scale_init, int | float) and not isinstance(step_scale_init, bool)
+                and step_scale_range[0] <= step_scale_init <= step_scale_range[1]):
+            raise ValueError(
+                f"step_scale_init must be a number in step_scale_range [{step_scale_range[0]}, "
+                f"{step_scale_range[1]}], got {step_scale_init!r}")
         if not damping >= 0:
             raise ValueError(f"damping (λ) must be >= 0, got {damping!r}")
         if not cg_tol > 0:
@@ -421,6 +433,7 @@ class AutoSimulateSampler(BaseSampler):
         self.method, self.step_size, self.betas = method, float(step_size), tuple(betas)
         self.step_growth, self.step_shrink = float(step_growth), float(step_shrink)
         self.step_scale_range = (float(step_scale_range[0]), float(step_scale_range[1]))
+        self.step_scale_init = float(step_scale_init)
         self.options = dict(theta=theta, damping=damping, cg_tol=cg_tol, cg_max_iter=cg_max_iter,
                             hessian_samples=hessian_samples, val_samples=val_samples,
                             val_loss=val_loss, control_variate=control_variate)
@@ -531,13 +544,13 @@ class AutoSimulateSampler(BaseSampler):
         space = context.simulator.space
         names = space.flat_names()
         parent = self._parent_of(study, trial)
-        step, m, v, scale = 0, np.zeros(len(names)), 0.0, 1.0
+        step, m, v, scale = 0, np.zeros(len(names)), 0.0, self.step_scale_init
         if parent is not None:
             attrs = parent.system_attrs
             if len(attrs.get(_KEY + "adam_m", ())) == len(names):
                 step = int(attrs[_KEY + "step"])
                 m, v = np.asarray(attrs[_KEY + "adam_m"]), float(attrs[_KEY + "adam_v"])
-                scale = float(attrs.get(_KEY + "step_scale", 1.0))
+                scale = float(attrs.get(_KEY + "step_scale", self.step_scale_init))
         with self._lock:
             warm = self._solutions.get(parent.number) if parent is not None else None
         options = dict(self.options)

@@ -210,6 +210,12 @@ def test_constructor_rejects_bad_options():
     for bad in (3.0, "0.1,3", (0.1, "3")):
         with pytest.raises(ValueError, match=r"step_scale_range must be \(low, high\)"):
             AutoSimulateSampler(step_scale_range=bad)
+    for bad in (0.05, 3.5, float("nan"), "2", True):
+        with pytest.raises(ValueError, match=r"step_scale_init must be a number in step_scale_range "
+                                             r"\[0.1, 3.0\], got"):
+            AutoSimulateSampler(step_scale_init=bad)
+    with pytest.raises(ValueError, match=r"step_scale_init .* \[0.5, 2\], got 3"):
+        AutoSimulateSampler(step_scale_range=(0.5, 2), step_scale_init=3)
 
 
 def _fixed_gradient(monkeypatch, signs, val_losses=None):
@@ -263,6 +269,43 @@ def test_step_length_follows_the_sign_along_the_last_step_and_the_val_loss(gmm2d
         rising or [1.0 / (t + 1) for t in range(5)])
 
 
+@pytest.mark.parametrize("case", ["descends", "flips"])
+def test_step_length_starts_at_step_scale_init(gmm2d, monkeypatch, case):
+    """The first step is step_size · c_0 and the rule grows / shrinks from there."""
+    signs = [(-1.0) ** t if case == "flips" else 1.0 for t in range(4)]
+    calls = _fixed_gradient(monkeypatch, signs)
+    sampler = AutoSimulateSampler("linear", init=gmm2d.simulator, seed=0, step_size=0.01,
+                                  betas=(0.0, 0.999), step_growth=1.5, step_shrink=0.5,
+                                  step_scale_range=(0.2, 3.0), step_scale_init=2.5)
+    study = _study(sampler)
+    study.optimize(_objective(gmm2d), n_trials=4)
+    expected = [2.5, 1.25, 0.625, 0.3125] if case == "flips" else [2.5, 3.0, 3.0, 3.0]
+    assert [t.system_attrs[KEY + "step_scale"] for t in study.trials] == pytest.approx(expected)
+    assert [c[0] for c in calls] == pytest.approx([0.01 * e for e in expected])
+
+
+def test_first_step_is_step_scale_init_times_longer(gmm2d):
+    """Same data and gradient at the start: the first move of ψ with c_0 = 2 is exactly twice
+    the move with c_0 = 1 (Adam's first step is step_size · c_0 along F⁺g / √(gᵀF⁺g)), as long as
+    the box does not clip it."""
+    space = gmm2d.simulator.space
+    low, high = space.bounds()
+    moves = {}
+    for c0 in (1.0, 2.0):
+        study = _study(AutoSimulateSampler("linear", init=gmm2d.simulator, seed=0, step_size=0.05,
+                                           step_scale_init=c0))
+        study.optimize(_objective(gmm2d), n_trials=1)
+        trial = study.trials[0]
+        start = (space.to_flat(space.from_params(trial.params)) - low) / (high - low)
+        nxt = (np.array([trial.system_attrs[KEY + "psi_next"][n] for n in space.flat_names()])
+               - low) / (high - low)
+        assert trial.system_attrs[KEY + "step_scale"] == c0
+        assert np.all((nxt > 0) & (nxt < 1))  # not clipped, so the lengths compare exactly
+        moves[c0] = nxt - start
+    assert np.linalg.norm(moves[1.0]) > 1e-3
+    np.testing.assert_allclose(moves[2.0], 2.0 * moves[1.0], rtol=1e-6, atol=1e-9)
+
+
 def test_fixed_step_when_growth_and_shrink_are_one(gmm2d, monkeypatch):
     calls = _fixed_gradient(monkeypatch, [1.0, -1.0, 1.0])
     study = _study(AutoSimulateSampler("linear", init=gmm2d.simulator, seed=0, step_growth=1,
@@ -273,10 +316,12 @@ def test_fixed_step_when_growth_and_shrink_are_one(gmm2d, monkeypatch):
     assert calls == [(0.1, False)] * 3
 
 
-def test_adaptive_step_resumes_in_a_new_sampler_exactly(gmm2d):
+@pytest.mark.parametrize("c0", [1.0, 2.0])
+def test_adaptive_step_resumes_in_a_new_sampler_exactly(gmm2d, c0):
     """The step factor and momentum come from the storage: a new sampler instance continuing
-    the study proposes the same ψ as the uninterrupted run."""
-    options = dict(init=gmm2d.simulator, seed=0, step_growth=1.5, step_shrink=0.5)
+    the study proposes the same ψ as the uninterrupted run (also when c_0 ≠ 1)."""
+    options = dict(init=gmm2d.simulator, seed=0, step_growth=1.5, step_shrink=0.5,
+                   step_scale_init=c0)
     whole = _study(AutoSimulateSampler("linear", **options))
     whole.optimize(_objective(gmm2d), n_trials=5)
     storage = optuna.storages.InMemoryStorage()
@@ -288,6 +333,7 @@ def test_adaptive_step_resumes_in_a_new_sampler_exactly(gmm2d):
         assert [t.system_attrs[KEY + key] for t in resumed.trials] == [
             t.system_attrs[KEY + key] for t in whole.trials]
     assert len({t.system_attrs[KEY + "step_scale"] for t in whole.trials}) > 1  # it did adapt
+    assert whole.trials[0].system_attrs[KEY + "step_scale"] == c0
 
 
 def test_two_workers_share_the_chain(gmm2d, tmp_path):
