@@ -12,9 +12,14 @@ at lr 0.02 by default; the newest recorded run (2026-12-03) standardises the adv
 (0.888, the 2026-12-02 record's setting), ``--init default``, ``--sigma 0.2`` / ``0.05``,
 ``--population 8`` and ``--entropy-bonus`` 0.03 / 0.1 / 0.3, it measured 0.782 ± 0.148 on seeds
 0–2 (BENCHMARKS.md); ``--checkpoints`` also scores ω with the SVM during the run. The learned
-ψ is the final policy mean ω. It is scored with ``problem.score`` (a fresh model trained on 2,000
-samples, test accuracy on p's held-out points) for both models, beside the same score of the best
-trial's ψ and of the references (``problem.reference_sources()``: default ψ, one Gaussian per
+ψ is the final policy mean ω. ``--restart-every G`` restarts the policy after every G generations
+(``ReinforceSampler(restart_every=G)``, ω re-drawn as ``--restart-mean`` says); the script then also
+scores the recommended ω, ``ReinforceSampler.best_policy``: the ω a restart ended with whose last
+``--last-generations`` generations had the highest mean validation reward (chosen on validation
+rewards only; its test accuracy is reported, never used), and prints each restart's such mean.
+Each learned ψ is scored with ``problem.score`` (a fresh model trained on 2,000 samples, test
+accuracy on p's held-out points) for both models, beside the same score of the best trial's ψ and
+of the references (``problem.reference_sources()``: default ψ, one Gaussian per
 class, oracle data from p).
 
     .venv/bin/python benchmarks/reinforce_gmm2d.py --seeds 0 1 2 --trials 8000 --normalize-advantage \
@@ -42,14 +47,22 @@ def _score(problem, source, seed: int) -> dict[str, float]:
     return {model: problem.score(source, seed, model=model)["test"] for model in MODELS}
 
 
-def _checkpoints(problem, sampler: ReinforceSampler, seed: int, every: int, scores: list[str]):
+def _checkpoints(problem, sampler: ReinforceSampler, seed: int, every: int, scores: list[str],
+                 last: int | None):
     """An Optuna callback scoring the policy mean ω with the SVM (``problem.score``'s test
-    accuracy) after every ``every`` trials, appending ``"trials: accuracy"`` to ``scores``."""
+    accuracy) after every ``every`` trials, appending ``"trials: accuracy"`` to ``scores``; with
+    ``last`` (restarts) also the recommended ω, ``best_policy(study, last)``, as ``"/ accuracy"``."""
+
+    def svm(snapshot) -> str:
+        psi = problem.simulator.space.from_params(snapshot.params)
+        return f"{problem.score(psi, seed, model='svm')['test']:.3f}"
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if (trial.number + 1) % every == 0:
-            psi = problem.simulator.space.from_params(sampler.policy(study).params)
-            scores.append(f"{trial.number + 1}: {problem.score(psi, seed, model='svm')['test']:.3f}")
+            cell = f"{trial.number + 1}: {svm(sampler.policy(study))}"
+            if last is not None:
+                cell += f" / {svm(sampler.best_policy(study, last))}"
+            scores.append(cell)
 
     return callback
 
@@ -75,6 +88,12 @@ def main() -> None:
                         help="score ω (SVM) this many times, evenly over the budget")
     parser.add_argument("--init", choices=("centre", "default"), default="centre",
                         help="initial ω: the centre of the bounds or the simulator's declared ψ")
+    parser.add_argument("--restart-every", type=int, default=None,
+                        help="G: restart the policy after every G generations (default: never)")
+    parser.add_argument("--restart-mean", choices=("uniform", "init"), default="uniform",
+                        help="a restart's ω: uniform in the unit box, or the initial ω again")
+    parser.add_argument("--last-generations", type=int, default=10,
+                        help="best_policy ranks restarts by their last this many generations")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -86,13 +105,16 @@ def main() -> None:
           f"{'fixed' if args.fixed_sigma else 'learned'}), Adam, "
           f"advantages {'standardised' if args.normalize_advantage else 'R − b'}, "
           f"lr decay τ = {args.lr_decay}, min σ {args.min_sigma}, entropy β {args.entropy_bonus}, "
-          f"{args.trials} trials, init = {args.init}")
+          f"{args.trials} trials, init = {args.init}, restart every {args.restart_every} "
+          f"generations ({args.restart_mean}), ranked on the last {args.last_generations}")
+    last = None if args.restart_every is None else args.last_generations
     for seed in args.seeds:
         sampler = ReinforceSampler.for_simulator(
             problem.simulator, init=args.init, population_size=args.population, learning_rate=args.lr,
             sigma=args.sigma, sigma_units=args.sigma_units, learn_sigma=not args.fixed_sigma,
             normalize_advantage=args.normalize_advantage, lr_decay=args.lr_decay,
-            min_sigma=args.min_sigma, entropy_bonus=args.entropy_bonus, seed=seed)
+            min_sigma=args.min_sigma, entropy_bonus=args.entropy_bonus,
+            restart_every=args.restart_every, restart_mean=args.restart_mean, seed=seed)
         objective = SimulatorObjective(problem.simulator, problem.models["svm"](), problem.val,
                                        n_samples=problem.n_samples, seed=seed)
         study = optuna.create_study(direction="maximize", sampler=sampler,
@@ -100,7 +122,7 @@ def main() -> None:
         start = time.perf_counter()
         checkpoints: list[str] = []
         study.optimize(objective, n_trials=args.trials, callbacks=[_checkpoints(
-            problem, sampler, seed, max(1, args.trials // args.checkpoints), checkpoints)])
+            problem, sampler, seed, max(1, args.trials // args.checkpoints), checkpoints, last)])
         seconds = time.perf_counter() - start
         policy = sampler.policy(study)
         values = np.array([t.value for t in study.trials if t.value is not None])
@@ -118,7 +140,18 @@ def main() -> None:
         every = max(1, generations // 10)
         print(f"  mean val reward of generations 0, {every}, {2 * every}, …: "
               + " ".join(f"{r:.3f}" for r in curve[::every]), flush=True)
-        print(f"  SVM test accuracy of ω after trials {', '.join(checkpoints)}", flush=True)
+        print(f"  SVM test accuracy of ω {'/ recommended ω ' if last else ''}after trials "
+              f"{', '.join(checkpoints)}", flush=True)
+        if last is not None:
+            recommended = sampler.best_policy(study, last)
+            chosen = _score(problem, space.from_params(recommended.params), seed)
+            rows.setdefault("recommended ω (best_policy)", []).append(chosen)
+            blocks = [curve[r:r + args.restart_every][-last:].mean()
+                      for r in range(0, generations, args.restart_every)]
+            print(f"  restarts' mean val reward over their last {last} generations: "
+                  + " ".join(f"{b:.3f}" for b in blocks) + f"; recommended: restart "
+                  f"{recommended.restart} (score {recommended.score:.3f}, generation "
+                  f"{recommended.generation}), test accuracy {chosen}", flush=True)
         print(f"  learned ψ: means {psi['means'].numpy().round(2).tolist()}, "
               f"std {psi['log_std'].exp().numpy().round(2).tolist()}", flush=True)
     for name, source in problem.reference_sources().items():

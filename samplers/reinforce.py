@@ -145,6 +145,7 @@ _SIGMA_RANGE = (1e-3, 1.0)  # the range of min_sigma and of the unit-box σ (lea
 _ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
 _OPTIMIZERS = ("adam", "sgd")
 _SIGMA_UNITS = ("unit", "param")
+_RESTART_MEANS = ("uniform", "init")
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,8 @@ class PolicySnapshot:
     params: dict[str, Any]
     sigma: np.ndarray
     baseline: float | None
+    restart: int = 0  # the restart the policy belongs to (0: the first run)
+    score: float | None = None  # best_policy only: the mean reward ranking the restarts
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,7 @@ class _Policy:
     log_sigma: np.ndarray
     baseline: float | None
     moments: tuple[np.ndarray, np.ndarray, int] | None  # Adam's (m, v, t); None for SGD
+    restart: int = 0  # r: the policy descends from the r-th restart (0: the initial policy)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -174,6 +178,8 @@ class _Policy:
         if self.moments is not None:
             m, v, t = self.moments
             out["adam"] = {"m": m.tolist(), "v": v.tolist(), "t": t}
+        if self.restart:
+            out["restart"] = self.restart  # left out for r = 0: chains without restarts unchanged
         return out
 
     @classmethod
@@ -183,7 +189,8 @@ class _Policy:
             np.asarray(adam["m"], dtype=np.float64), np.asarray(adam["v"], dtype=np.float64),
             int(adam["t"]))
         return cls(np.asarray(data["mean"], dtype=np.float64),
-                   np.asarray(data["log_sigma"], dtype=np.float64), data["baseline"], moments)
+                   np.asarray(data["log_sigma"], dtype=np.float64), data["baseline"], moments,
+                   int(data.get("restart", 0)))
 
 
 def _policy_id(policy_json: Mapping[str, Any]) -> str:
@@ -221,6 +228,11 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
             note); needs ``learn_sigma``. 0: none (Eq. 4 as in the paper).
         normalize_advantage: standardise the advantages within each generation (see the
             module's note); needs K ≥ 2.
+        restart_every: G ≥ 1 (generations): restart the policy after every G generations (see
+            the module's note on restarts). ``None``: never (the paper's Algorithm 1).
+        restart_mean: where a restart puts ω: ``"uniform"`` (drawn uniformly in the unit box,
+            as restart evolution strategies draw their initial point) or ``"init"`` (the
+            initial ω again, with fresh draws).
         init: starting ω as parameter values (e.g. the simulator's init, or a deliberately bad
             "adversarial" point, LTS Fig. 4b / 5b); parameters it omits start at the centre of
             their bounds. ``None``: the centre of the bounds.
@@ -249,6 +261,8 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         lr_decay: float | None = None,
         min_sigma: float = _SIGMA_RANGE[0],
         entropy_bonus: float = 0.0,
+        restart_every: int | None = None,
+        restart_mean: str = "uniform",
         init: Mapping[str, Any] | None = None,
         search_space: Mapping[str, BaseDistribution] | None = None,
         independent_sampler: optuna.samplers.BaseSampler | None = None,
@@ -282,6 +296,12 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         if entropy_bonus > 0 and not learn_sigma:
             raise ValueError(f"entropy_bonus = {entropy_bonus!r} acts on the learned σ only; it "
                              f"needs learn_sigma=True")
+        if restart_every is not None and (isinstance(restart_every, bool) or not isinstance(
+                restart_every, int) or restart_every < 1):
+            raise ValueError(f"restart_every (G, generations per restart) must be an int >= 1 or "
+                             f"None, got {restart_every!r}")
+        if restart_mean not in _RESTART_MEANS:
+            raise ValueError(f"restart_mean must be one of {_RESTART_MEANS}, got {restart_mean!r}")
         if not wait_timeout > 0 or not poll_interval > 0:
             raise ValueError(f"wait_timeout and poll_interval must be > 0 seconds, got "
                              f"{wait_timeout!r} and {poll_interval!r}")
@@ -292,6 +312,7 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         self._lr, self._optimizer, self._decay = float(learning_rate), optimizer, baseline_decay
         self._lr_decay, self._min_sigma = lr_decay, float(min_sigma)
         self._entropy = float(entropy_bonus)
+        self._restart_every, self._restart_mean = restart_every, restart_mean
         self._init = dict(init or {})
         self._search_space = None if search_space is None else dict(search_space)
         if self._search_space is not None:
@@ -365,7 +386,7 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         waiting_since = None
         while True:
             replay = self._chain(trials, space).replay(
-                self._k, initial, self._step, trans, study.direction, generation)
+                self._k, initial, self._update, trans, study.direction, generation)
             if not replay.unfinished or any(self._mine.get(self._key(study, n)) == threading.get_ident()
                                             for n in replay.unfinished):
                 break  # never wait on this thread's own trial: it may be an abandoned ``ask``
@@ -392,6 +413,8 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         record: dict[str, Any] = {"space": space, "k": self._k, "generation": generation,
                                   "drawn_from": replay.generation,
                                   "policy_id": _policy_id(policy.to_json())}
+        if self._restart_every is not None:
+            record["restart_every"] = self._restart_every
         if not replay.stored:
             record["policy"] = policy.to_json()
             if replay.used is not None:
@@ -402,12 +425,18 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         self._mine[self._key(study, trial.number)] = threading.get_ident()
         return _untransform(trans, draw)
 
-    def _chain(self, trials: Sequence[FrozenTrial], space: str) -> _Chain:
+    def _chain(self, trials: Sequence[FrozenTrial], space: str, k: bool = True) -> _Chain:
+        """The chain of ``space`` in ``trials``, refused if it was built with another K (unless
+        ``k`` is False: a reader) or another restart_every."""
         chain = _Chain(trials, space)
-        if chain.k not in (None, self._k):
+        if k and chain.k not in (None, self._k):
             raise ValueError(
                 f"this study's REINFORCE chain uses population_size K = {chain.k} (stored in its "
                 f"trials); this sampler has K = {self._k}")
+        if chain.k is not None and chain.restart_every != self._restart_every:
+            raise ValueError(
+                f"this study's REINFORCE chain uses restart_every = {chain.restart_every} (stored "
+                f"in its trials); this sampler has restart_every = {self._restart_every}")
         return chain
 
     @staticmethod
@@ -456,15 +485,51 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         space = self._float_space(study)
         if not space:
             return None
-        chain = _Chain(study._get_trials(deepcopy=False), _fingerprint(space))
+        chain = self._chain(study._get_trials(deepcopy=False), _fingerprint(space), k=False)
         if chain.k is None:
             return None
         trans = _SearchSpaceTransform(space, transform_0_1=True)
-        replay = chain.replay(chain.k, self._initial_policy(trans, space), self._step, trans,
+        replay = chain.replay(chain.k, self._initial_policy(trans, space), self._update, trans,
                               study.direction, None)
-        params = _untransform(trans, replay.policy.mean)
-        return PolicySnapshot(replay.generation, params, np.exp(replay.policy.log_sigma),
-                              replay.policy.baseline)
+        return _snapshot(trans, replay.generation, replay.policy)
+
+    def best_policy(self, study: optuna.Study, last_generations: int = 10) -> PolicySnapshot | None:
+        """The recommended policy over restarts: the policy each restart ended with (after its
+        last finished update; for the restart in progress, the newest policy) whose last
+        ``last_generations`` finished generations had the highest mean reward — the mean over
+        their members that entered an update of the trials' values (negated for a
+        ``minimize`` study), i.e. whatever the objective returns, a *validation* reward in
+        :class:`simsearch.SimulatorObjective`; no test data is seen. Its ``score`` is that mean,
+        ``restart`` its index and ``generation`` the number of updates the chain had made when
+        it ended. Restarts without such members are not ranked; if none is, the newest policy
+        (:meth:`policy`) is returned with ``score`` None. Without ``restart_every`` the newest
+        policy is the only candidate. Replays the chain from generation 0 (O(trials)); None
+        before any draw."""
+        if isinstance(last_generations, bool) or not isinstance(last_generations, int) or (
+                last_generations < 1):
+            raise ValueError(f"last_generations must be an int >= 1, got {last_generations!r}")
+        space = self._float_space(study)
+        if not space:
+            return None
+        chain = self._chain(study._get_trials(deepcopy=False), _fingerprint(space), k=False)
+        if chain.k is None:
+            return None
+        trans = _SearchSpaceTransform(space, transform_0_1=True)
+        trace: list[tuple[int, np.ndarray, _Policy]] = []
+        replay = chain.replay(chain.k, self._initial_policy(trans, space), self._update, trans,
+                              study.direction, None, trace)
+        ends: dict[int, tuple[int, _Policy]] = {}  # restart -> (generation it ended at, policy)
+        rewards: dict[int, list[np.ndarray]] = {}
+        for g, used_rewards, updated in trace:
+            ends[updated.restart] = (g + 1, updated)
+            rewards.setdefault(updated.restart, []).append(used_rewards)
+        scores = {r: float(np.concatenate(rs[-last_generations:]).mean())
+                  for r, rs in rewards.items() if np.concatenate(rs[-last_generations:]).size}
+        if not scores:
+            return _snapshot(trans, replay.generation, replay.policy)
+        best = max(scores, key=lambda r: scores[r])  # ties: the earliest restart
+        generation, policy = ends[best]
+        return _snapshot(trans, generation, policy, scores[best])
 
     # -- policy construction and update ------------------------------------------------------
     def _initial_mean(
@@ -505,10 +570,38 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         moments = (np.zeros(2 * d), np.zeros(2 * d), 0) if self._optimizer == "adam" else None
         return _Policy(mean, np.log(sigma), None, moments)
 
+    def _update(self, policy: _Policy, initial: _Policy, draws: np.ndarray, rewards: np.ndarray,
+                generation: int) -> tuple[_Policy, _Policy]:
+        """Generation ``generation``'s update from its usable members' draws (K', d) and rewards
+        (K',): the policy after the step of Eq. 4 (unchanged if K' = 0) and the policy generation
+        g + 1 draws from — the same one, or after every G-th generation (``restart_every``) a
+        restart (:meth:`_restart`)."""
+        updated = self._step(policy, draws, rewards, generation) if len(rewards) else policy
+        if self._restart_every is None or (generation + 1) % self._restart_every:
+            return updated, updated
+        return updated, self._restart(initial, draws, rewards, generation)
+
+    def _restart(self, initial: _Policy, draws: np.ndarray, rewards: np.ndarray,
+                 generation: int) -> _Policy:
+        """The policy restart r = (g + 1) / G starts from, after generation g: σ, the baseline and
+        the optimiser's state are the initial policy's, ω the initial ω (``restart_mean="init"``)
+        or a uniform draw in the unit box seeded by a SHA-256 digest of g and the finished
+        generation's usable draws and rewards — values every process reads identically from
+        storage, so all of them compute the same restart, and seeded runs repeat it."""
+        mean = initial.mean
+        if self._restart_mean == "uniform":
+            digest = hashlib.sha256(json.dumps(
+                [generation, draws.tolist(), rewards.tolist()]).encode()).digest()
+            rng = np.random.default_rng(int.from_bytes(digest[:16], "big"))
+            mean = rng.uniform(0.0, 1.0, len(initial.mean))
+        return _Policy(mean, initial.log_sigma, None, initial.moments,
+                       (generation + 1) // self._restart_every)
+
     def _step(self, policy: _Policy, draws: np.ndarray, rewards: np.ndarray,
               generation: int) -> _Policy:
         """Generation ``generation``'s gradient-ascent step of Eq. 4 from K draws (K, d) and their
-        rewards (K,)."""
+        rewards (K,). With restarts, the step-size decay counts generations from the policy's
+        restart (g mod G)."""
         mean_reward = float(rewards.mean())
         baseline = mean_reward if policy.baseline is None else policy.baseline
         advantage = rewards - baseline  # Â_k of Eq. 4
@@ -524,7 +617,8 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         grad = np.concatenate([grad_mean, grad_log_sigma if self._learn_sigma else np.zeros(len(sigma))])
         lr = self._lr  # generation g's step size: lr / √(1 + g/τ) with lr_decay = τ
         if self._lr_decay is not None:
-            lr = lr / math.sqrt(1.0 + generation / self._lr_decay)
+            since = generation if self._restart_every is None else generation % self._restart_every
+            lr = lr / math.sqrt(1.0 + since / self._lr_decay)
         moments = None
         if policy.moments is None:
             theta = theta + lr * grad
@@ -538,7 +632,7 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         lo, hi = np.log(self._min_sigma), np.log(_SIGMA_RANGE[1])
         new_baseline = self._decay * baseline + (1 - self._decay) * mean_reward
         return _Policy(np.clip(theta[:d], 0.0, 1.0), np.clip(theta[d:], lo, hi), new_baseline,
-                       moments)
+                       moments, policy.restart)
 
 
 @dataclass(frozen=True)
@@ -571,15 +665,26 @@ class _Chain:
         if len(ks) > 1:
             raise ValueError(f"the study's REINFORCE chain mixes population sizes {sorted(ks)}")
         self.k = ks.pop() if ks else None
+        gs = {r.get("restart_every") for r in self.records.values()}
+        if len(gs) > 1:
+            raise ValueError(f"the study's REINFORCE chain mixes restart_every values "
+                             f"{sorted(gs, key=str)}")
+        self.restart_every = gs.pop() if gs else None
 
     def replay(
-        self, k: int, initial: _Policy, step: Any, trans: _SearchSpaceTransform,
+        self, k: int, initial: _Policy, update: Any, trans: _SearchSpaceTransform,
         direction: StudyDirection, upto: int | None,
+        trace: list[tuple[int, np.ndarray, _Policy]] | None = None,
     ) -> _Replay:
         """The policy of generation ``upto`` (None: the newest one whose earlier generations have
-        all finished), from the newest stored policy at or before it, applying ``step`` once per
-        finished generation; stops at the first generation with an unfinished member."""
-        start = max((g for g in self.stored if upto is None or g <= upto), default=None)
+        all finished), from the newest stored policy at or before it, applying ``update`` once
+        per finished generation; stops at the first generation with an unfinished member. With
+        ``trace``, it starts at generation 0 and appends (g, the usable members' rewards, the
+        policy after g's step, before any restart) for every finished generation."""
+        if trace is None:
+            start = max((g for g in self.stored if upto is None or g <= upto), default=None)
+        else:
+            start = 0 if 0 in self.stored else None
         g, policy = (0, initial) if start is None else (start, _Policy.from_json(self.stored[start]))
         stored, used = start is not None, None
         sign = 1.0 if direction == StudyDirection.MAXIMIZE else -1.0
@@ -591,10 +696,12 @@ class _Chain:
                 return _Replay(g, policy, stored, used, unfinished)
             policy_id = _policy_id(policy.to_json())
             used = [n for n in members if self._usable(n, policy_id, trans)]
-            if used:
-                draws = np.array([self.records[n]["draw"] for n in used], dtype=np.float64)
-                rewards = np.array([sign * self.by_number[n].value for n in used], dtype=np.float64)
-                policy = step(policy, draws, rewards, g)
+            draws = np.array([self.records[n]["draw"] for n in used],
+                             dtype=np.float64).reshape(len(used), len(policy.mean))
+            rewards = np.array([sign * self.by_number[n].value for n in used], dtype=np.float64)
+            updated, policy = update(policy, initial, draws, rewards, g)
+            if trace is not None:
+                trace.append((g, rewards, updated))
             g, stored = g + 1, False
         return _Replay(g, policy, stored, used, [])
 
@@ -619,6 +726,12 @@ def _proposed(trial: FrozenTrial, draw: Sequence[float], trans: _SearchSpaceTran
         elif actual != value:
             return False
     return True
+
+
+def _snapshot(trans: _SearchSpaceTransform, generation: int, policy: _Policy,
+              score: float | None = None) -> PolicySnapshot:
+    return PolicySnapshot(generation, _untransform(trans, policy.mean), np.exp(policy.log_sigma),
+                          policy.baseline, policy.restart, score)
 
 
 def _untransform(trans: _SearchSpaceTransform, point: np.ndarray) -> dict[str, Any]:
