@@ -60,6 +60,10 @@ def main() -> None:
                         "(MetaSimConfig.task_noise)")
     parser.add_argument("--task-sigma", type=float, default=None,
                         help="σ of the shared perturbation, scale units (default: σ)")
+    parser.add_argument("--spsa", help="comma-separated mutable attributes whose finite differences "
+                        "are taken by simultaneous perturbation (MetaSimConfig.spsa)")
+    parser.add_argument("--spsa-directions", type=int, default=MetaSimConfig.spsa_directions,
+                        help="perturbation vectors per scene for --spsa")
     parser.add_argument("--seed-offset", type=int, default=0,
                         help="first seed (selection runs: seeds other than the record's 0-2)")
     parser.add_argument("--no-docs", action="store_true", help="do not copy the plots to docs/")
@@ -81,7 +85,9 @@ def main() -> None:
     config = MetaSimConfig(iterations=args.iterations, restarts=args.restarts, task_weight=args.task_weight,
                            mutable=mutable, inputs=inputs, one_hot=one_hot, features=args.features,
                            class_mmd=args.class_mmd, task_noise=args.task_noise,
-                           task_sigma=args.task_sigma)
+                           task_sigma=args.task_sigma,
+                           spsa=tuple(args.spsa.split(",")) if args.spsa else (),
+                           spsa_directions=args.spsa_directions)
     run_metasim(args.problem, modes, seeds, config, out=args.out, jobs=args.jobs)
     psi90 = problem.simulator.init_psi()
     psi90["rotation"] = torch.tensor(90.0)

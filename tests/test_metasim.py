@@ -194,6 +194,61 @@ def test_finite_difference_gradient_matches_autograd_on_a_differentiable_rendere
         finite_difference_render(render, a, torch.tensor([1e-3, 0.0]))
 
 
+def _quadratic_render(a):
+    """A renderer quadratic in the attributes: central differences are exact in every direction."""
+    return torch.stack([a[:, 0] * a[:, 3] + 0.5 * a[:, 1], (a**2) @ torch.linspace(-1, 1, a.shape[1],
+                        dtype=a.dtype), a[:, 2] * a[:, 4] - a[:, 5] + a[:, 1] ** 2], dim=1)
+
+
+def _spsa_gradients(joint, directions, draws, steps):
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(5, 6, generator=g, dtype=torch.float64)
+    w = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    exact = a.clone().requires_grad_(True)
+    (_quadratic_render(exact) * w).sum().backward()
+    grads = []
+    for k in range(draws):
+        approx = a.clone().requires_grad_(True)
+        x = finite_difference_render(_quadratic_render, approx, steps, joint, directions,
+                                     torch.Generator().manual_seed(k))
+        (x * w).sum().backward()
+        grads.append(approx.grad)
+    return torch.stack(grads), exact.grad
+
+
+def test_spsa_finite_differences_are_unbiased_with_the_predicted_variance():
+    joint = [2, 3, 4, 5]
+    steps = torch.tensor([1e-3, 1e-3, 0.1, 0.2, 0.1, 0.05], dtype=torch.float64)
+    grads, exact = _spsa_gradients(joint, 1, 3000, steps)
+    # the separate columns are the exact central differences, every draw
+    assert torch.allclose(grads[:, :, :2], exact[:, :2].expand(len(grads), -1, -1), rtol=1e-6, atol=1e-8)
+    # the joint columns: Var ĝ_j = Σ_{k≠j} (c_k g_k / c_j)² (Spall 1992), over the 4 joint columns
+    c, g = steps[joint], exact[:, joint]
+    predicted = ((c * g) ** 2).sum(1, keepdim=True) / c**2 - g**2
+    assert torch.allclose(grads[:, :, joint].var(0), predicted, rtol=0.15)
+    # unbiased: every mean within 4 standard errors of the exact gradient (some are far from 0)
+    error = (grads[:, :, joint].mean(0) - g).abs()
+    assert bool((error < 4 * (predicted / len(grads)).sqrt() + 1e-9).all())
+    assert float(g.abs().max()) > 1.0
+    # averaging K directions divides the variance by K
+    four, _ = _spsa_gradients(joint, 4, 1000, steps)
+    assert torch.allclose(four[:, :, joint].var(0), predicted / 4, rtol=0.2)
+
+
+def test_spsa_of_a_single_column_is_its_central_difference():
+    steps = torch.full((6,), 1e-3, dtype=torch.float64)
+    single, exact = _spsa_gradients([4], 1, 3, steps)
+    separate, _ = _spsa_gradients([], 1, 1, steps)
+    assert torch.allclose(single, separate[0].expand(3, -1, -1), rtol=1e-9, atol=1e-12)  # Δ_j² = 1
+    assert torch.allclose(separate[0], exact, rtol=1e-6, atol=1e-8)
+    a = torch.zeros(2, 6)
+    for joint in ([6], [-1], [1, 1]):
+        with pytest.raises(ValueError, match=r"joint must be distinct columns in \[0, 6\)"):
+            finite_difference_render(_quadratic_render, a, torch.ones(6), joint)
+    with pytest.raises(ValueError, match="directions must be an int >= 1, got 0"):
+        finite_difference_render(_quadratic_render, a, torch.ones(6), [1], directions=0)
+
+
 def test_mmd_training_through_a_numpy_renderer_moves_the_scenes_onto_the_real_distribution():
     sim = Toy()
     target = {"mu": torch.tensor([2.0, 0.0])}
@@ -208,6 +263,27 @@ def test_mmd_training_through_a_numpy_renderer_moves_the_scenes_onto_the_real_di
     assert float(moved[:, 1].mean()) == pytest.approx(0.0, abs=0.3)  # the rest was kept
     assert np.mean([h["mmd2"] for h in history[-10:]]) < 0.2 * np.mean([h["mmd2"] for h in history[:5]])
     assert history[0]["renders"] == 128 * (1 + 2 * 3)  # one render + 2 per mutable attribute
+
+
+def test_mmd_training_with_spsa_finite_differences_learns_the_gap():
+    sim = Toy()
+    real_x = sim.simulate({"mu": torch.tensor([2.0, 0.0])}, 400, seed=99).x
+    g = DistributionTransformer(sim, n_reference=500, sigma=0.05, seed=0)
+    g.pretrain_identity(steps=200, batch_size=128, seed=0)
+    trainer = MetaSimTrainer(g, sim, real_x, task_weight=0.0, batch_size=128, lr=0.03, spsa=["u"], seed=0)
+    history = trainer.fit(120)
+    moved = g(sim.simulate(MU0, 1000, seed=7).latents).detach()
+    assert float(moved[:, 0].mean()) == pytest.approx(2.0, abs=0.3)
+    assert float(moved[:, 1].mean()) == pytest.approx(0.0, abs=0.3)
+    assert history[0]["renders"] == 128 * (1 + 2 * 1 + 2 * 1)  # r separately, both u at once
+    with pytest.raises(ValueError, match=r"expected mutable attributes among \['u', 'r'\], got \['c'\]"):
+        MetaSimTrainer(g, sim, real_x, task_weight=0.0, spsa=["c"])
+    with pytest.raises(ValueError, match="spsa_directions must be an int >= 1, got 0"):
+        MetaSimTrainer(g, sim, real_x, task_weight=0.0, spsa=["u"], spsa_directions=0)
+    from simsearch.metasim import MetaSimConfig, run_metasim
+
+    with pytest.raises(ValueError, match=r"spsa: expected a subset of the mutable attributes \['u'\]"):
+        run_metasim("gmm2d", config=MetaSimConfig(mutable=("u",), spsa=("r",)), out=None)
 
 
 def test_reinforce_task_loss_alone_climbs_a_known_score():
