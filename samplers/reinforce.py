@@ -60,6 +60,25 @@ floor) ended below the floor alone: β = 0.03 / 0.1 gave 0.854 / 0.866 against 0
 ``learning_rate = 0.01`` with ``min_sigma = 0.07`` had the best selection mean (0.919) but measured
 0.782 ± 0.148 on seeds 0–2, below ``min_sigma = 0.05`` alone (0.904).
 
+**Restarts** (``restart_every`` = G, off by default). A Gaussian policy's gradient step is local:
+on ``gmm2d`` about half of the runs settle by 2000–4000 trials in a local optimum that only a
+coordinated move of several components would leave (BENCHMARKS.md, issue 4). As in restart
+evolution strategies (Auger & Hansen 2005, "A restart CMA evolution strategy with increasing
+population size", IEEE CEC 2005: IPOP-CMA-ES restarts from a new point when a run stagnates), the
+policy restarts after every G-th generation: after the update of generation g = rG − 1 the
+generation rG draws from restart r's fresh policy — σ, the baseline and Adam's moments as
+initially, the step-size decay (``lr_decay``) counted from the restart, and ω either drawn
+uniformly in the unit box (``restart_mean="uniform"``, as IPOP-CMA-ES draws its initial point
+uniformly in the search region) or the initial ω again (``"init"``: the same start, new draws).
+The population is not enlarged (IPOP's other half): K fixes which trials form a generation. The
+restart is a function of the storage alone — the uniform draw is seeded by a SHA-256 digest of g
+and the draws and rewards of generation g's usable members — so every worker computes the same
+one, and seeded runs repeat it; the restart period is a fixed count, not a stagnation test, for
+the same reason. The chain records G in its trials and refuses a sampler with another G.
+:meth:`ReinforceSampler.best_policy` recommends, over the restarts, the ω a restart ended with
+whose last generations had the highest mean reward (the objective's value: validation reward,
+never test); :meth:`ReinforceSampler.policy` stays the newest policy, the current restart's.
+
 **Bounds.** A draw x ~ π_ω may leave the box. The trial evaluates the clipped point clip(x, 0, 1),
 and the update uses log π_ω at the *unclipped* draw x, which is stored on the trial. This is the
 exact score-function gradient of E_{x~π_ω}[R(clip(x))], so clipping does not bias the estimate
@@ -151,7 +170,8 @@ _RESTART_MEANS = ("uniform", "init")
 @dataclass(frozen=True)
 class PolicySnapshot:
     """The policy a study has reached: its generation, mean ω as parameter values, σ (unit-box
-    units, one per encoded coordinate) and the reward baseline b (None before the first update)."""
+    units, one per encoded coordinate), the reward baseline b (None before the first update), the
+    restart it belongs to and, from :meth:`ReinforceSampler.best_policy`, its ranking score."""
 
     generation: int
     params: dict[str, Any]

@@ -3,6 +3,7 @@ restarts), fallback, reproducibility and validation."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import multiprocessing
@@ -37,7 +38,8 @@ def audit_chain(study: optuna.Study, sampler: ReinforceSampler, k: int) -> dict[
     equals the replay (so each generation was updated exactly once) and names the trials it used;
     every record names its generation by its number. Replays as far as every generation has
     finished. Returns ``{generation: {"policy", "policy_id", "members", "from"}}`` where members
-    are the trials drawn from that policy and ``from`` the trials its update used."""
+    are the trials drawn from that policy and ``from`` the trials its update used. A chain with
+    ``restart_every`` is stepped with the sampler's update (step, then restart at G's multiples)."""
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     records = {n: t.system_attrs[_KEY] for n, t in trials.items() if _KEY in t.system_attrs}
     assert all(r["generation"] == n // k and r["k"] == k for n, r in records.items())
@@ -47,6 +49,7 @@ def audit_chain(study: optuna.Study, sampler: ReinforceSampler, k: int) -> dict[
             stored.setdefault(r["drawn_from"], []).append(r)
     (first,) = {json.dumps(r["policy"]) for r in stored[0]}
     policy, used = _Policy.from_json(json.loads(first)), ()
+    initial = policy
     sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
     chain: dict[int, dict] = {}
     for g in range(len(trials) // k + 1):
@@ -62,9 +65,9 @@ def audit_chain(study: optuna.Study, sampler: ReinforceSampler, k: int) -> dict[
             break
         used = tuple(n for n in members if trials[n].state == TrialState.COMPLETE
                      and "fixed_params" not in trials[n].system_attrs)
-        if used:
-            policy = sampler._step(policy, np.array([records[n]["draw"] for n in used]),
-                                   np.array([sign * trials[n].value for n in used]), g)
+        draws = np.array([records[n]["draw"] for n in used]).reshape(len(used), -1)
+        rewards = np.array([sign * trials[n].value for n in used])
+        policy = sampler._update(policy, initial, draws, rewards, g)[1]  # the step if K' > 0
     return chain
 
 
@@ -359,11 +362,11 @@ def test_seeded_runs_reproduce_and_unseeded_workers_differ():
     assert not set(first) & set(second)
 
 
-def _journal_worker(path: str) -> dict:
+def _journal_worker(path: str, restart_every: int | None = None) -> dict:
     """One worker process: join the shared study and run trials until generation 8 exists."""
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
     sampler = ReinforceSampler(search_space=SPACE, population_size=4, learning_rate=0.1,
-                               poll_interval=0.02)
+                               poll_interval=0.02, restart_every=restart_every)
     study = optuna.load_study(study_name="shared", storage=storage, sampler=sampler)
     rng, mine = np.random.default_rng(), []
 
@@ -377,16 +380,20 @@ def _journal_worker(path: str) -> dict:
     return {"trials": mine, "mean": sampler.policy(study).params}
 
 
-def test_three_processes_share_a_journal_file(tmp_path):
+@pytest.mark.parametrize("restart_every", [None, 3])
+def test_three_processes_share_a_journal_file(tmp_path, restart_every):
     """3 processes, one JournalStorage file, 8 generations of K = 4: every generation updated
-    exactly once, every process ends with the same ω, no trial lost."""
+    exactly once, every process ends with the same ω, no trial lost; with restart_every = 3 the
+    processes also agree on the restarts after generations 2 and 5 (unseeded workers: the restart
+    point comes from storage, not from a worker's generator)."""
     path = str(tmp_path / "journal.log")
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
     optuna.create_study(study_name="shared", storage=storage, direction="maximize")
     with multiprocessing.get_context("fork").Pool(3) as pool:  # fork: no re-import per worker
-        outputs = pool.map(_journal_worker, [path] * 3, chunksize=1)
+        outputs = pool.starmap(_journal_worker, [(path, restart_every)] * 3, chunksize=1)
     study = optuna.load_study(study_name="shared", storage=storage)
-    reader = ReinforceSampler(search_space=SPACE, population_size=4, learning_rate=0.1)
+    reader = ReinforceSampler(search_space=SPACE, population_size=4, learning_rate=0.1,
+                              restart_every=restart_every)
     chain = audit_chain(study, reader, 4)
     assert sorted(chain) == list(range(9)), sorted(chain)
     assert all(len(chain[g]["members"]) == 4 for g in range(8))  # every member waited: on-policy
@@ -397,6 +404,132 @@ def test_three_processes_share_a_journal_file(tmp_path):
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     draws = [tuple(t.system_attrs[_KEY]["draw"]) for t in study.trials]
     assert len(set(draws)) == len(draws)  # unseeded workers never propose the same point
+    restarts = [chain[g]["policy"].get("restart", 0) for g in sorted(chain)]
+    assert restarts == ([0] * 9 if restart_every is None else [0, 0, 0, 1, 1, 1, 2, 2, 2])
+
+
+# -- restarts ----------------------------------------------------------------------------------
+def _restart_study(seed=12, n_trials=4 * 7, **options):
+    sampler = ReinforceSampler(search_space=SPACE, init={"a": -1.0, "b": 1.0}, population_size=4,
+                               learn_sigma=True, learning_rate=0.1, restart_every=3, seed=seed,
+                               **options)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(neg_sq_distance, n_trials=n_trials)
+    return study, sampler
+
+
+def test_a_restart_happens_exactly_after_every_g_generations():
+    """K = 4, G = 3, 7 generations: generations 1–2 and 4–5 draw from stepped policies of restarts
+    0 and 1; generations 3 and 6 from fresh ones — σ, baseline and Adam state the initial
+    policy's, ω the uniform draw of the documented rule (numpy's default_rng seeded by the first
+    16 bytes of the SHA-256 of [g, draws, rewards] of generation g = 2, 5), recomputed here from
+    the trials; a seeded run repeats the chain."""
+    study, sampler = _restart_study()
+    chain = audit_chain(study, sampler, 4)
+    assert sorted(chain) == list(range(8))
+    initial = chain[0]["policy"]
+    for g in range(8):
+        policy = chain[g]["policy"]
+        fresh = g in (3, 6)
+        assert policy.get("restart", 0) == (g // 3), g
+        assert (policy["baseline"] is None) == (g in (0, 3, 6)), g
+        assert (policy["log_sigma"] == initial["log_sigma"]) == (g in (0, 3, 6)), g
+        assert (policy["adam"]["t"] == 0) == (g in (0, 3, 6)), g
+        if fresh:
+            members = range((g - 1) * 4, g * 4)
+            payload = [g - 1, [study.trials[n].system_attrs[_KEY]["draw"] for n in members],
+                       [study.trials[n].value for n in members]]
+            digest = hashlib.sha256(json.dumps(payload).encode()).digest()
+            expected = np.random.default_rng(int.from_bytes(digest[:16], "big")).uniform(size=2)
+            assert np.array_equal(policy["mean"], expected), (g, policy["mean"], expected)
+            assert policy["adam"]["m"] == [0.0] * 4 and policy["adam"]["v"] == [0.0] * 4
+            assert not np.allclose(policy["mean"], chain[g - 1]["policy"]["mean"], atol=1e-3)
+    again, _ = _restart_study()
+    assert [t.params for t in again.trials] == [t.params for t in study.trials]
+    snapshot = sampler.policy(study)
+    assert (snapshot.generation, snapshot.restart) == (7, 2)
+    init, init_sampler = _restart_study(restart_mean="init")
+    init_chain = audit_chain(init, init_sampler, 4)
+    assert init_chain[3]["policy"]["mean"] == init_chain[6]["policy"]["mean"] == initial["mean"]
+    assert init_chain[3]["policy_id"] != init_chain[0]["policy_id"]  # the restart index differs
+
+
+def test_workers_agree_on_a_restart_they_compute_separately(tmp_path):
+    """Worker A (seed 1) finishes generation 2, the last before the restart, and draws nothing
+    more: the restarted policy is stored nowhere. Worker B (another seed, its own storage object)
+    and A each compute it from storage and agree; B's next draw stores it, and A reads the same.
+    A sampler with another restart_every is refused on this chain."""
+    def storage():
+        return optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log")))
+
+    def worker(seed):
+        sampler = ReinforceSampler(search_space=SPACE, population_size=4, learn_sigma=True,
+                                   learning_rate=0.1, restart_every=3, seed=seed)
+        return optuna.load_study(study_name="s", storage=storage(), sampler=sampler), sampler
+
+    optuna.create_study(study_name="s", storage=storage(), direction="maximize")
+    study_a, a = worker(1)
+    study_a.optimize(neg_sq_distance, n_trials=12)
+    study_b, b = worker(2)
+    assert not any(r.get("drawn_from") == 3 for r in
+                   (t.system_attrs[_KEY] for t in study_b.trials))
+    pa, pb = a.policy(study_a), b.policy(study_b)
+    assert (pa.generation, pa.restart, pb.restart) == (3, 1, 1)
+    assert pa.params == pb.params and pa.baseline is None and np.array_equal(pa.sigma, pb.sigma)
+    study_b.optimize(neg_sq_distance, n_trials=1)
+    record = study_b.trials[12].system_attrs[_KEY]
+    assert record["drawn_from"] == 3 and record["restart_every"] == 3
+    assert _Policy.from_json(record["policy"]).mean.tolist() == [
+        (pa.params[n] - LOW) / (HIGH - LOW) for n in SPACE]
+    assert a.policy(optuna.load_study(study_name="s", storage=storage())).params == pa.params
+    other = ReinforceSampler(search_space=SPACE, population_size=4, restart_every=4)
+    with pytest.raises(ValueError, match=r"restart_every = 3 \(stored in its trials\); this "
+                                         r"sampler has restart_every = 4"):
+        other.policy(study_b)
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_best_policy_picks_the_restart_with_the_highest_recent_reward(direction):
+    """1-D toy, R = −(x − 0.3)² (its negative minimised), σ = 1e-3 and a tiny SGD step, so each
+    restart's trials sit at its ω: best_policy must return the ω a restart ended with whose last
+    2 generations have the highest mean reward, computed here from the trial values; on this
+    seed that is neither the first nor the last restart, and the final policy differs."""
+    k, g_len, restarts = 4, 3, 6
+    space = {"x": FloatDistribution(0.0, 1.0)}
+    sign = 1.0 if direction == "maximize" else -1.0
+    sampler = ReinforceSampler(search_space=space, sigma=1e-3, optimizer="sgd", learning_rate=1e-6,
+                               population_size=k, restart_every=g_len, seed=0)
+    study = optuna.create_study(direction=direction, sampler=sampler)
+    study.optimize(lambda t: -sign * (t.suggest_float("x", 0.0, 1.0) - 0.3) ** 2,
+                   n_trials=k * g_len * restarts)
+    trials = study.trials
+    recent = {r: [t for t in trials if r * g_len + 1 <= t.number // k < (r + 1) * g_len]
+              for r in range(restarts)}
+    scores = {r: np.mean([sign * t.value for t in ts]) for r, ts in recent.items()}
+    expected = max(scores, key=scores.get)
+    assert expected not in (0, restarts - 1)  # the toy means something on this seed
+    best = sampler.best_policy(study, last_generations=2)
+    assert best.restart == expected and best.generation == (expected + 1) * g_len
+    assert best.score == pytest.approx(scores[expected], rel=1e-12)
+    assert best.params["x"] == pytest.approx(np.mean([t.params["x"] for t in recent[expected]]),
+                                             abs=5e-3)
+    assert abs(best.params["x"] - 0.3) < min(abs(np.mean([t.params["x"] for t in ts]) - 0.3)
+                                              for r, ts in recent.items() if r != expected)
+    assert sampler.policy(study).restart == restarts and sampler.policy(study).params != best.params
+    with pytest.raises(ValueError, match=r"last_generations must be an int >= 1, got 0"):
+        sampler.best_policy(study, last_generations=0)
+
+
+def test_best_policy_without_restarts_is_the_newest_policy():
+    sampler = ReinforceSampler(search_space=SPACE, init={"a": -1.0, "b": 1.0}, population_size=4,
+                               seed=3)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    assert sampler.best_policy(study) is None
+    study.optimize(neg_sq_distance, n_trials=4 * 5)
+    best, newest = sampler.best_policy(study, last_generations=2), sampler.policy(study)
+    assert (best.generation, best.params, best.restart) == (newest.generation, newest.params, 0)
+    assert best.score == pytest.approx(np.mean([t.value for t in study.trials[12:]]), rel=1e-12)
 
 
 # -- search spaces, fallback, initialisation, validation ---------------------------------------
@@ -486,6 +619,12 @@ def test_initial_mean_from_simulator_centre_or_given_point():
         ({"search_space": SPACE, "init": {"a": 3.0}}, r"init\['a'\].*got 3.0"),
         ({"search_space": {"n": optuna.distributions.IntDistribution(0, 3)}},
          r"search_space\['n'\]"),
+        ({"restart_every": 0}, r"restart_every \(G, generations per restart\) must be an int "
+                               r">= 1 or None, got 0"),
+        ({"restart_every": True}, r"restart_every .*got True"),
+        ({"restart_every": 2.5}, r"restart_every .*got 2.5"),
+        ({"restart_mean": "gaussian"}, r"restart_mean must be one of \('uniform', 'init'\), "
+                                       r"got 'gaussian'"),
     ],
 )
 def test_bad_options_raise_clear_errors(options, message):
