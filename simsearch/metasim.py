@@ -45,7 +45,8 @@ from simsearch.problems import Problem, mean_std
 from simsearch.validation import check_positive_int
 
 __all__ = ["FEATURES", "MODES", "PROBLEM_SETTINGS", "MetaSimConfig", "gap_to_real",
-           "run_metasim", "trained_features", "transformed_means", "val_features"]
+           "run_metasim", "trained_features", "transformed_means", "transformed_spreads",
+           "val_features"]
 
 #: Feature spaces φ of the MMD loss (Eq. 1) during training: ``random-conv``, the fixed
 #: :func:`simsearch.mmd.default_features`; ``task``, the penultimate layer of the accumulated task
@@ -334,17 +335,20 @@ def _run_one(
     scores = problem.score(_source(transformed, psi), seed)
     gap = gap_to_real(problem, transformed, psi, seed)
     attributes = transformed_means(transformed, psi, trial_seed(seed, 9))
+    spreads = transformed_spreads(transformed, psi, trial_seed(seed, 9))
     run = dict(
         mode=mode, seed=seed, seconds=train_seconds, restart=best, restart_losses=losses,
         images=int(sum(h["images"] for h in spent)),
         renders=int(sum(h.get("renders", h["images"]) for h in spent)),
-        mmd2=gap, **scores, attributes=attributes, history=history,
+        mmd2=gap, **scores, attributes=attributes, spreads=spreads, history=history,
     )
     if trainer.task_module is not None:
         run["online_test"] = trainer.task_module.evaluate(*problem.test)
     say(f"[{mode}] seed {seed}: MMD² {gap:.4f} val {scores['val']:.3f} test {scores['test']:.3f} "
         f"({train_seconds:.0f} s, restart {best}); mean transformed attributes "
         + ", ".join(f"{k} {v:.4g}" for k, v in attributes.items()))
+    say(f"[{mode}] seed {seed}: spread of each mutable attribute over scenes (input -> transformed) "
+        + ", ".join(f"{k} {a:.4g} -> {b:.4g}" for k, (a, b) in spreads.items()))
     if grid is not None:
         grid.parent.mkdir(parents=True, exist_ok=True)
         _sample_grid(transformed, psi, problem.val[0], grid, mode)
@@ -454,6 +458,22 @@ def transformed_means(transformed, psi, seed: int, n: int = 1000) -> dict[str, f
     names = [name if g.shapes[name] == () else f"{name}[{j}]" for name in g.mutable
              for j in range(int(np.prod(g.shapes[name], dtype=np.int64)))]
     return {name: float(v) for name, v in zip(names, values, strict=True)}
+
+
+def transformed_spreads(transformed, psi, seed: int, n: int = 1000) -> dict[str, tuple[float, float]]:
+    """For each mutable attribute of a ``TransformedSimulator``, its spread over ``n`` scenes (data
+    seed ``seed``) in the grammar's scenes s and in the transformed ones s': the root mean square
+    over its components of their standard deviation over the scenes, ``(input, transformed)``.
+    Says whether G_θ narrows or widens an attribute's distribution (e.g. shrinks the digits'
+    control-point displacements ``jitter``), which the means of :func:`transformed_means` do not."""
+    g = transformed.transformer
+    latents = transformed.simulate(psi, n, seed).latents
+    before, after = g.mutable_values(latents), g.mutable_values(transformed.scene(latents))
+    spreads = {}
+    for name in g.mutable:
+        columns = g.components([name])
+        spreads[name] = tuple(float(v[:, columns].var(0).mean().sqrt()) for v in (before, after))
+    return spreads
 
 
 def _source(simulator, psi):

@@ -361,6 +361,17 @@ def test_runner_writes_a_report_for_every_mode(small_gmm2d, tmp_path):
     expected = sim.simulate(MU0, 50, seed=5).latents[TRANSFORMED].mean(0)
     assert list(means.values()) == pytest.approx(expected.tolist(), abs=1e-6)
     assert both["attributes"] and all(isinstance(v, float) for v in both["attributes"].values())
+    # the spreads: RMS over components of the std over scenes, of s and of s'
+    from simsearch.metasim import transformed_spreads
+
+    spreads = transformed_spreads(sim, MU0, seed=5, n=50)
+    latents = sim.simulate(MU0, 50, seed=5).latents
+    s_u, t_u = latents["u"], latents[TRANSFORMED][:, :2]
+    assert list(spreads) == ["u", "r"]
+    assert spreads["u"][0] == pytest.approx(float((s_u.var(0).mean()).sqrt()), rel=1e-5)
+    assert spreads["u"][1] == pytest.approx(float((t_u.var(0).mean()).sqrt()), rel=1e-5)
+    assert spreads["r"][1] == pytest.approx(float(latents[TRANSFORMED][:, 2].std()), rel=1e-5)
+    assert list(both["spreads"]) == ["point"] and len(both["spreads"]["point"]) == 2  # gmm2d
     for name in ("report.md", "results.json", "curves.png", "samples_mmd.png", "samples_both.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert "| Meta-Sim (both) |" in (tmp_path / "report.md").read_text()
