@@ -346,22 +346,22 @@ class _FiniteDifferenceRender(torch.autograd.Function):
         separate = torch.ones(attrs.shape[1], dtype=torch.bool)
         separate[joint] = False
 
-        def directional(delta: torch.Tensor) -> torch.Tensor:
-            """grad_x · (R(a + δ) − R(a − δ)) / 2 per scene: the loss's central difference."""
-            diff = ctx.render_x(attrs + delta) - ctx.render_x(attrs - delta)
-            return (grad_x * diff).reshape(n, -1).sum(1) / 2
+        def difference(delta: torch.Tensor, size: float | torch.Tensor) -> torch.Tensor:
+            """grad_x · (R(a + δ) − R(a − δ)) / (2 · size) per scene: the loss's central difference."""
+            quotient = (ctx.render_x(attrs + delta) - ctx.render_x(attrs - delta)) / (2 * size)
+            return (grad_x * quotient).reshape(n, -1).sum(1)
 
         with torch.no_grad():
             for j in torch.nonzero(separate).flatten().tolist():
                 delta = torch.zeros_like(attrs)
                 delta[:, j] = steps[j]
-                grads[:, j] = directional(delta) / steps[j]
+                grads[:, j] = difference(delta, steps[j])
             for _ in range(ctx.directions if len(joint) else 0):
                 signs = torch.randint(0, 2, (n, len(joint)), generator=ctx.generator).to(attrs.dtype)
                 signs = 2 * signs - 1  # Rademacher Δ, one per scene
                 delta = torch.zeros_like(attrs)
                 delta[:, joint] = signs * steps[joint]
-                grads[:, joint] += directional(delta).unsqueeze(1) * signs / steps[joint] / ctx.directions
+                grads[:, joint] += difference(delta, 1.0).unsqueeze(1) * signs / steps[joint] / ctx.directions
         return grads, None, None, None, None, None
 
 
