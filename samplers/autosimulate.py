@@ -351,9 +351,10 @@ class AutoSimulateSampler(BaseSampler):
             digits and gmm2d seeds 10–12 (BENCHMARKS.md, issue 5).
         step_scale_init: c_0, the factor of the first step (the chain's first trial steps
             ``step_size`` · c_0), in ``step_scale_range``; default 1. With a fixed length (and for
-            ``"no_val"``) every step is ``step_size`` · c_0. Starting above 1 takes the longer
-            early steps that gained faster on traffic-count and leaves the shrinking to the rule
-            (BENCHMARKS.md, issue 5, "Initial step factor").
+            ``"no_val"``) every step is ``step_size`` · c_0. On traffic-count c_0 = 10 with
+            ``step_scale_range`` (0.1, 10) reached the headline target after one step, but the
+            chain then drifted below its start; measured on traffic-count only, hence the
+            default (BENCHMARKS.md, issue 5, "Initial step factor c_0").
         theta: restrict θ to some parameters of the model (names / prefixes / predicate; Table 5
             "frozen layers"); default all trainable parameters.
         damping, cg_tol, cg_max_iter: λ, relative tolerance and iteration cap of the CG solve
