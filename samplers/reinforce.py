@@ -502,6 +502,17 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         one, else the float parameters of every completed trial): the one after the last update
         whose generations have all finished, replayed from storage with this sampler's settings
         where no trial stored it yet; None before any draw. It never waits."""
+        replayed = self._replay_newest(study)
+        if replayed is None:
+            return None
+        trans, replay = replayed
+        return _snapshot(trans, replay.generation, replay.policy)
+
+    def _replay_newest(
+        self, study: optuna.Study, trace: list[tuple[int, np.ndarray, _Policy]] | None = None,
+    ) -> tuple[_SearchSpaceTransform, _Replay] | None:
+        """The chain of ``study`` replayed to its newest policy with this sampler's settings
+        (and, with ``trace``, every update from generation 0 on); None before any draw."""
         space = self._float_space(study)
         if not space:
             return None
@@ -509,9 +520,8 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         if chain.k is None:
             return None
         trans = _SearchSpaceTransform(space, transform_0_1=True)
-        replay = chain.replay(chain.k, self._initial_policy(trans, space), self._update, trans,
-                              study.direction, None)
-        return _snapshot(trans, replay.generation, replay.policy)
+        return trans, chain.replay(chain.k, self._initial_policy(trans, space), self._update,
+                                   trans, study.direction, None, trace)
 
     def best_policy(self, study: optuna.Study, last_generations: int = 10) -> PolicySnapshot | None:
         """The recommended policy over restarts: the policy each restart ended with (after its
@@ -528,16 +538,11 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         if isinstance(last_generations, bool) or not isinstance(last_generations, int) or (
                 last_generations < 1):
             raise ValueError(f"last_generations must be an int >= 1, got {last_generations!r}")
-        space = self._float_space(study)
-        if not space:
-            return None
-        chain = self._chain(study._get_trials(deepcopy=False), _fingerprint(space), k=False)
-        if chain.k is None:
-            return None
-        trans = _SearchSpaceTransform(space, transform_0_1=True)
         trace: list[tuple[int, np.ndarray, _Policy]] = []
-        replay = chain.replay(chain.k, self._initial_policy(trans, space), self._update, trans,
-                              study.direction, None, trace)
+        replayed = self._replay_newest(study, trace)
+        if replayed is None:
+            return None
+        trans, replay = replayed
         ends: dict[int, tuple[int, _Policy]] = {}  # restart -> (generation it ended at, policy)
         rewards: dict[int, list[np.ndarray]] = {}
         for g, used_rewards, updated in trace:
