@@ -3,9 +3,16 @@
 Every sampler runs ``--trials`` trials per seed with the problem's M and ξ. AutoSimulate variants
 fine-tune one accumulated model (Alg. 1); TPE and REINFORCE train a fresh model per trial. So that
 the curves compare the *ψ* each method recommends and not how its model was trained, after every
-``--every`` trials the current recommendation — AutoSimulate: the ψ it will propose next; black-box
-samplers: the best trial so far — is scored by ``problem.score(ψ, seed)``: a fresh model trained
-on ``eval_n_samples`` samples for ``eval_epochs`` epochs, evaluated on the validation and test sets.
+``--every`` trials the current recommendation is scored by ``problem.score(ψ, seed)``: a fresh model
+trained on ``eval_n_samples`` samples for ``eval_epochs`` epochs, evaluated on the validation and
+test sets. Black-box samplers recommend the best trial so far (``study.best_trial``, ranked by the
+trials' validation values). AutoSimulate recommends by ``--recommend``: ``next`` (default), the ψ
+it will propose next (:meth:`AutoSimulateSampler.current_params`, the chain head's ψ_{t+1});
+``best``, the ψ_t of the completed trial with the best value (:meth:`AutoSimulateSampler.best_params`,
+the black-box rule; the value is the accumulated model's validation metric, never test data).
+Several rules (``--recommend next,best``) score each in the same run, as rows ``name@rule``.
+A ψ scored before in the same run (a best trial that has not changed) is not scored again: the
+score depends on ψ and the seed only.
 
 Goal (AutoSimulate Table 2): the best AutoSimulate variant reaches 95 % of the best final mean
 validation reward of any sampler with ≤ 1/2.5 of the images the fastest black-box sampler needs
@@ -57,19 +64,20 @@ def _sampler(name: str, problem, seed: int, val_loss: str, step: dict):
     return ReinforceSampler(init=start, seed=seed)
 
 
-def _recommendation(name: str, study: optuna.Study, problem) -> dict[str, float]:
-    if name in METHODS:
-        return AutoSimulateSampler.current_params(study)
-    return study.best_trial.params
+RULES = {"next": AutoSimulateSampler.current_params, "best": AutoSimulateSampler.best_params}
 
 
 def run_one(problem, name: str, seed: int, trials: int, every: int, val_loss: str,
-            step: dict) -> list[dict]:
+            step: dict, rules: list[str]) -> dict[str, list[dict]]:
+    """One study; the curve of each recommendation rule (black-box samplers: ``best`` only)."""
     objective = problem.objective(accumulate=name in METHODS, seed=seed)
     study = optuna.create_study(direction=objective.direction,
                                 sampler=_sampler(name, problem, seed, val_loss, step),
                                 pruner=optuna.pruners.NopPruner())
-    curve: list[dict] = []
+    recommend = {r: RULES[r] for r in rules} if name in METHODS else {
+        "best": lambda s: s.best_trial.params}
+    curves: dict[str, list[dict]] = {r: [] for r in recommend}
+    scored: dict[tuple, dict[str, float]] = {}
     start = time.perf_counter()
 
     def checkpoint(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -77,18 +85,31 @@ def run_one(problem, name: str, seed: int, trials: int, every: int, val_loss: st
         if done % every and done != trials:
             return
         search_s = time.perf_counter() - start
-        params = _recommendation(name, study, problem)
-        if params is None:
-            return
-        score = problem.score(problem.simulator.space.from_params(params), seed=seed)
         images = sum(t.user_attrs.get("images", 0) for t in study.trials)
-        entry = {"trials": done, "images": images, "search_s": search_s, **score}
-        if name in METHODS:  # the step-length factor of each step so far (1 with a fixed length)
-            entry["step_scale"] = [t.system_attrs.get("autosimulate:step_scale") for t in study.trials]
-        curve.append(entry)
+        for rule, recommendation in recommend.items():
+            params = recommendation(study)
+            if params is None:
+                continue
+            key = tuple(sorted(params.items()))
+            if key not in scored:
+                scored[key] = problem.score(problem.simulator.space.from_params(params), seed=seed)
+            entry = {"trials": done, "images": images, "search_s": search_s, **scored[key]}
+            if name in METHODS:  # the step-length factor of each step so far (1 if fixed)
+                entry["step_scale"] = [t.system_attrs.get("autosimulate:step_scale")
+                                       for t in study.trials]
+            curves[rule].append(entry)
 
     study.optimize(objective, n_trials=trials, callbacks=[checkpoint])
-    return curve
+    return curves
+
+
+def _label(name: str, rule: str, rules: list[str]) -> str:
+    """A result row's name: the sampler's, with ``@rule`` when an AutoSimulate run scores several."""
+    return f"{name}@{rule}" if name in METHODS and len(rules) > 1 else name
+
+
+def _base(label: str) -> str:
+    return label.split("@")[0]
 
 
 START = "_start"  # key of the start ψ's scores in a result file
@@ -135,6 +156,9 @@ def main() -> None:
                         help="also print the images each sampler's mean val needs to reach this "
                              "fixed level (a selection criterion set before the runs, e.g. an "
                              "earlier record's target)")
+    parser.add_argument("--recommend", default="next",
+                        help="AutoSimulate's recommendation rule(s), comma-separated: next (the ψ it "
+                             "proposes next) and/or best (the best completed trial's ψ, by value)")
     parser.add_argument("--out", default="out/autosimulate-reward")
     parser.add_argument("--load", nargs="+", metavar="JSON",
                         help="tabulate these result files of earlier runs instead of running")
@@ -165,9 +189,15 @@ def main() -> None:
         print(f"AutoSimulate validation loss: {args.val_loss}, "
               + ", ".join(f"{k} {v}" for k, v in shown.items()) + f"; seeds {list(seeds)}")
         init = _score_start(problem, seeds)
+        rules = args.recommend.split(",")
+        if not rules or any(r not in RULES for r in rules):
+            parser.error(f"--recommend must list rules among {sorted(RULES)}, got {args.recommend!r}")
+        print(f"AutoSimulate recommends: {', '.join(rules)}; black-box samplers: best trial")
         for name in args.samplers.split(","):
-            results[name] = [run_one(problem, name, s, args.trials, args.every, args.val_loss,
-                                     step) for s in seeds]
+            runs = [run_one(problem, name, s, args.trials, args.every, args.val_loss, step, rules)
+                    for s in seeds]
+            for rule in runs[0]:
+                results[_label(name, rule, rules)] = [r[rule] for r in runs]
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{args.problem}.json").write_text(json.dumps({START: init, **results}, indent=1))
@@ -200,8 +230,8 @@ def main() -> None:
         fixed = {name: _images_to(im, vals.mean(0), args.level) for name, (im, vals) in curves.items()}
         print(f"images to reach the fixed level {args.level:.3f}: " + ", ".join(
             f"{n} {v:g}" if math.isfinite(v) else f"{n} > {images[-1]}" for n, v in fixed.items()))
-    auto = min((need[n] for n in need if n in METHODS), default=math.inf)
-    black = min((need[n] for n in need if n in BLACK_BOX), default=math.inf)
+    auto = min((need[n] for n in need if _base(n) in METHODS), default=math.inf)
+    black = min((need[n] for n in need if _base(n) in BLACK_BOX), default=math.inf)
     if math.isinf(auto):
         verdict = "NOT MET: no AutoSimulate variant reaches the target"
     elif math.isinf(black):

@@ -612,6 +612,28 @@ class AutoSimulateSampler(BaseSampler):
         head = _chain_head(study)
         return None if head is None else dict(head.system_attrs[_KEY + "psi_next"])
 
+    @staticmethod
+    def best_params(study: Study) -> dict[str, float]:
+        """The ψ_t (the trial's own parameters) of the COMPLETE trial whose value ranks first in
+        the study's direction (ties: the lowest number), the rule by which a black-box sampler's
+        ``study.best_trial`` recommends; FAIL, PRUNED, RUNNING and non-finite values are ignored.
+
+        A trial's value is the validation metric of the accumulated model after fine-tuning on
+        ψ_t's data (Alg. 1), a validation figure like a black-box trial's, but of a model that has
+        also seen every earlier trial's data, so later trials tend to rank higher.
+        :meth:`current_params` is the alternative: the chain head's ψ_{t+1}, not yet evaluated.
+        Raises ValueError when no trial is complete.
+        """
+        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.value is not None and math.isfinite(t.value)]
+        if not done:
+            raise ValueError(
+                "best_params needs at least one COMPLETE trial with a finite value, got none "
+                f"among the study's {len(study.trials)} trials")
+        sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+        best = max(done, key=lambda t: (sign * t.value, -t.number))
+        return dict(best.params)
+
     # -- helpers ----------------------------------------------------------------------------------
     def _proposal(self, study: Study, trial: FrozenTrial) -> _Proposal:
         """What ``trial`` proposes, computed once (cached) and its parent recorded in the storage."""

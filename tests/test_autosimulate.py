@@ -472,3 +472,30 @@ def test_no_val_keeps_a_fixed_step_under_the_adaptive_defaults(gmm2d, monkeypatc
     assert [t.system_attrs[KEY + "step_scale"] for t in study.trials] == [1.0] * 3
     assert [t.system_attrs[KEY + "val_loss"] for t in study.trials] == [None] * 3
     assert calls == [(0.1, False)] * 3
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_best_params_is_the_psi_of_the_best_complete_trial_in_the_studys_direction(direction):
+    dist = {"a": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    study = optuna.create_study(direction=direction)
+    with pytest.raises(ValueError, match="at least one COMPLETE trial.*0 trials"):
+        AutoSimulateSampler.best_params(study)
+    study.add_trial(optuna.trial.create_trial(params={"a": 0.9}, distributions=dist,
+                                              state=optuna.trial.TrialState.FAIL))
+    with pytest.raises(ValueError, match="at least one COMPLETE trial.*1 trials"):
+        AutoSimulateSampler.best_params(study)
+    for a, value in ((0.1, 0.5), (0.2, 0.8), (0.3, 0.2), (0.4, 0.8), (0.5, 0.3)):
+        study.add_trial(optuna.trial.create_trial(params={"a": a}, distributions=dist, value=value))
+    study.add_trial(optuna.trial.create_trial(params={"a": 0.6}, distributions=dist,
+                                              state=optuna.trial.TrialState.RUNNING))
+    expected = 0.2 if direction == "maximize" else 0.3  # ties (0.2 and 0.4 at 0.8): the first
+    assert AutoSimulateSampler.best_params(study) == {"a": expected}
+    assert AutoSimulateSampler.best_params(study) == study.best_trial.params
+
+
+def test_best_params_recommends_an_evaluated_psi_of_the_chain(gmm2d):
+    study = _study(AutoSimulateSampler("linear", init=gmm2d.simulator, seed=0))
+    study.optimize(_objective(gmm2d), n_trials=3)
+    best = max(study.trials, key=lambda t: t.value)
+    assert AutoSimulateSampler.best_params(study) == best.params
+    assert AutoSimulateSampler.current_params(study) == study.trials[-1].system_attrs[KEY + "psi_next"]
