@@ -221,6 +221,9 @@ def main() -> None:
         secs = np.mean([r[-1]["search_s"] for r in runs])
         cells = [f"{m:.3f} ± {s:.3f}" for m, s in zip(vals.mean(0), vals.std(0, ddof=1), strict=True)]
         print(f"| {name} | " + " | ".join(cells) + f" | {tests.mean(0)[-1]:.3f} | {secs:.0f} |")
+    gain = {name: float(np.mean(vals.mean(0) - start_val)) for name, (_, vals) in curves.items()}
+    print("\nmean over the checkpoints of (mean val − start ψ's val): "
+          + ", ".join(f"{n} {g:+.3f}" for n, g in gain.items()))
     best = max(vals.mean(0)[-1] for _, vals in curves.values())
     target = best - 0.05 * abs(best)  # 95 % of the best; for a negative reward, 5 % worse than it
     need = {name: _images_to(im, vals.mean(0), target) for name, (im, vals) in curves.items()}
