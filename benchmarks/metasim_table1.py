@@ -64,6 +64,12 @@ def main() -> None:
                         "are taken by simultaneous perturbation (MetaSimConfig.spsa)")
     parser.add_argument("--spsa-directions", type=int, default=MetaSimConfig.spsa_directions,
                         help="perturbation vectors per scene for --spsa")
+    parser.add_argument("--holdout", type=float, default=MetaSimConfig.holdout,
+                        help="fraction of the validation set kept from the training losses and used "
+                        "only for selection (MetaSimConfig.holdout)")
+    parser.add_argument("--select-every", type=int, default=MetaSimConfig.select_every,
+                        help="score the continued restart on the held-out part every this many "
+                        "iterations and keep the best G_θ (MetaSimConfig.select_every; 0: off)")
     parser.add_argument("--seed-offset", type=int, default=0,
                         help="first seed (selection runs: seeds other than the record's 0-2)")
     parser.add_argument("--no-docs", action="store_true", help="do not copy the plots to docs/")
@@ -87,7 +93,8 @@ def main() -> None:
                            class_mmd=args.class_mmd, task_noise=args.task_noise,
                            task_sigma=args.task_sigma,
                            spsa=tuple(args.spsa.split(",")) if args.spsa else (),
-                           spsa_directions=args.spsa_directions)
+                           spsa_directions=args.spsa_directions, holdout=args.holdout,
+                           select_every=args.select_every)
     run_metasim(args.problem, modes, seeds, config, out=args.out, jobs=args.jobs)
     psi90 = problem.simulator.init_psi()
     psi90["rotation"] = torch.tensor(90.0)

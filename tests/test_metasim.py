@@ -558,3 +558,87 @@ def test_trainer_and_config_reject_an_unknown_task_noise():
         run_metasim("gmm2d", config=MetaSimConfig(task_noise="global"), out=None)
     with pytest.raises(ValueError, match="task_sigma must be a finite number > 0 or None, got 0"):
         run_metasim("gmm2d", config=MetaSimConfig(task_sigma=0), out=None)
+
+
+def test_holdout_split_is_a_seeded_partition_of_the_validation_set():
+    from simsearch.metasim import holdout_split
+
+    val = (torch.arange(30.0).reshape(30, 1), torch.arange(30) % 3)
+    (fx, fy), (hx, hy) = holdout_split(val, 1 / 3, seed=0)
+    assert len(hx) == 10 and len(fx) == 20
+    assert sorted(torch.cat([fx, hx]).flatten().tolist()) == list(range(30))  # disjoint, covers V
+    assert torch.equal(fy, fx.flatten().long() % 3) and torch.equal(hy, hx.flatten().long() % 3)
+    assert torch.equal(holdout_split(val, 1 / 3, seed=0)[1][0], hx)  # seeded
+    assert not torch.equal(holdout_split(val, 1 / 3, seed=1)[1][0], hx)
+    with pytest.raises(ValueError, match=r"holdout: a fraction 0.01 of 30 validation examples leaves 0"):
+        holdout_split(val, 0.01, seed=0)
+
+
+def test_problem_score_scores_extra_splits_with_the_same_model(small_gmm2d):
+    psi = small_gmm2d.simulator.init_psi()
+    plain = small_gmm2d.score(psi, seed=0)
+    extra = small_gmm2d.score(psi, seed=0, splits={"again": small_gmm2d.val, "half": (
+        small_gmm2d.val[0][:50], small_gmm2d.val[1][:50])})
+    assert (extra["val"], extra["test"]) == (plain["val"], plain["test"])
+    assert extra["again"] == plain["val"] and 0.0 <= extra["half"] <= 1.0
+    with pytest.raises(ValueError, match="splits: names other than 'val' and 'test'"):
+        small_gmm2d.score(psi, seed=0, splits={"test": small_gmm2d.val})
+
+
+def test_holdout_selection_keeps_h_from_the_losses_and_keeps_the_best_scoring_g(small_gmm2d, monkeypatch):
+    import simsearch.metasim as metasim
+    from simsearch.objective import trial_seed
+
+    config = metasim.MetaSimConfig(iterations=8, batch_size=32, pretrain_steps=10, restarts=2,
+                                   restart_iterations=2, holdout=0.25, select_every=3)
+    fit, held = metasim.holdout_split(small_gmm2d.val, 0.25, seed=0)
+    accuracies, seen, real = iter([0.2, 0.4, 0.7, 0.5]), [], []
+
+    def fake_accuracy(problem, h, transformer, seed):  # records each candidate's transformed means
+        assert torch.equal(h[0], held[0])
+        sim = TransformedSimulator(problem.simulator, transformer)
+        seen.append(metasim.transformed_means(sim, transformer.psi, trial_seed(seed, 9)))
+        return next(accuracies)
+
+    make_trainer = metasim._trainer
+
+    def spy_trainer(problem, *args):
+        trainer = make_trainer(problem, *args)
+        real.append((trainer.real_x, trainer.val[0]))
+        return trainer
+
+    monkeypatch.setattr(metasim, "_holdout_accuracy", fake_accuracy)
+    monkeypatch.setattr(metasim, "_trainer", spy_trainer)
+    result = metasim.run_metasim(small_gmm2d, modes=("both",), seeds=(0,), config=config, out=None,
+                                 log=None)
+    run = result["runs"][1]
+    # the training losses see F only: the MMD's real side and the task score's V
+    assert len(real) == 2 and all(torch.equal(x, fit[0]) and torch.equal(v, fit[0]) for x, v in real)
+    assert run["restart"] == 1  # restart accuracies 0.2, 0.4
+    assert (run["kept_iteration"], run["selection_holdout"]) == (5, 0.7)  # iterations 5 and 8: 0.7, 0.5
+    assert len(run["history"]) == 8  # trained to the end, then G_θ of iteration 5 restored
+    assert run["attributes"] == pytest.approx(seen[2])
+    assert run["attributes"] != pytest.approx(seen[3])
+    assert "holdout" in run and "holdout" in result["table"][1]
+    with pytest.raises(ValueError, match=r"select_every > 0 needs a held-out part .* got holdout 0.0"):
+        metasim.run_metasim(small_gmm2d, config=metasim.MetaSimConfig(select_every=2), out=None, log=None)
+    with pytest.raises(ValueError, match=r"holdout: expected a fraction in \[0, 1\), got 1.5"):
+        metasim.run_metasim(small_gmm2d, config=metasim.MetaSimConfig(holdout=1.5), out=None, log=None)
+    with pytest.raises(ValueError, match=r"select_every: expected an int >= 0, got -1"):
+        metasim.run_metasim(small_gmm2d, config=metasim.MetaSimConfig(holdout=0.2, select_every=-1),
+                            out=None, log=None)
+
+
+def test_within_class_spreads_pool_the_variance_within_each_class():
+    from simsearch.metasim import transformed_spreads
+
+    sim = TransformedSimulator(Toy(), DistributionTransformer(Toy(), n_reference=100, seed=0))
+    batch = sim.simulate(MU0, 60, seed=5)
+    s = sim.transformer.mutable_values(sim.scene(batch.latents))[:, :2].numpy()  # transformed u
+    y = batch.y.numpy()
+    squares = sum(((s[y == c] - s[y == c].mean(0)) ** 2).sum(0) for c in np.unique(y))
+    expected = float(np.sqrt((squares / (60 - len(np.unique(y)))).mean()))
+    spreads = transformed_spreads(sim, MU0, seed=5, n=60, within_class=True)
+    assert spreads["u"][1] == pytest.approx(expected, rel=1e-5)
+    pooled = transformed_spreads(sim, MU0, seed=5, n=60)
+    assert pooled["u"][1] == pytest.approx(float(np.sqrt(s.var(0, ddof=1).mean())), rel=1e-5)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,11 +126,17 @@ class Problem:
         model: str | None = None,
         n_samples: int | None = None,
         epochs: int | None = None,
+        splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> dict[str, float]:
         """Train a fresh model on data from ``source`` (a ψ or a data source) and score it.
 
-        Returns ``{"val": ..., "test": ...}``. The data and model depend on ``seed`` only.
+        Returns ``{"val": ..., "test": ...}``, plus one score per extra labelled set in ``splits``
+        (by name; e.g. a held-out part of the validation set), all from the same fitted model. The
+        data and model depend on ``seed`` only.
         """
+        extra = dict(splits or {})
+        if {"val", "test"} & set(extra):
+            raise ValueError(f"splits: names other than 'val' and 'test' expected, got {list(extra)}")
         n = n_samples or self.eval_n_samples
         if isinstance(source, dict):
             source = self.psi_source(source)
@@ -140,22 +146,22 @@ class Problem:
             torch.manual_seed(trial_seed(seed, 1))
             estimator = factory()
         return _fit_and_score(
-            estimator, x, y, self.val, self.test, epochs or self.eval_epochs, self.batch_size,
-            trial_seed(seed, 2),
+            estimator, x, y, {"val": self.val, "test": self.test, **extra},
+            epochs or self.eval_epochs, self.batch_size, trial_seed(seed, 2),
         )
 
 
-def _fit_and_score(estimator, x, y, val, test, epochs, batch_size, seed) -> dict[str, float]:
+def _fit_and_score(estimator, x, y, splits, epochs, batch_size, seed) -> dict[str, float]:
     if hasattr(estimator, "fit") and not isinstance(estimator, torch.nn.Module):
         estimator.fit(x.reshape(len(x), -1).numpy(), y.numpy())
         return {
             split: float(estimator.score(xs.reshape(len(xs), -1).numpy(), ys.numpy()))
-            for split, (xs, ys) in (("val", val), ("test", test))
+            for split, (xs, ys) in splits.items()
         }
     from lightning_modules import fit_tensors
 
     fit_tensors(estimator, x, y, epochs, batch_size, seed)
-    return {"val": estimator.evaluate(*val), "test": estimator.evaluate(*test)}
+    return {split: estimator.evaluate(*data) for split, data in splits.items()}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
