@@ -119,6 +119,10 @@ share one chain:
   and the same id; the lowest-numbered stored copy is canonical, and every process reads the same
   final ω (:meth:`ReinforceSampler.policy`).
 
+Reading the chain does not cost O(trials) per proposal: a finished trial never changes, so a
+sampler keeps what it read from the study's leading finished trials (a per-study cache) and reads
+only the trials after them; the proposals are the same as without it (tested).
+
 Integer, categorical, conditional and dynamic parameters are not modelled: they are sampled by the
 ``independent_sampler`` (default ``RandomSampler``) with one warning. ``sample_relative`` still
 accepts any space handed to it directly (Optuna's transform maps ints to a continuous interval and
@@ -327,6 +331,8 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
                              f"{wait_timeout!r} and {poll_interval!r}")
         self._wait_timeout, self._poll = float(wait_timeout), float(poll_interval)
         self._mine: dict[tuple[int, int, int], int] = {}  # (storage, study, number) -> thread
+        self._prefixes: dict[tuple[int, int, str], _Prefix] = {}  # (storage, study, space)
+        self._prefixes_lock = threading.Lock()
         self._k, self._sigma, self._learn_sigma = population_size, float(sigma), learn_sigma
         self._sigma_units, self._normalize = sigma_units, normalize_advantage
         self._lr, self._optimizer, self._decay = float(learning_rate), optimizer, baseline_decay
@@ -405,7 +411,7 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         trials = study._get_trials(deepcopy=False, use_cache=True)
         waiting_since = None
         while True:
-            replay = self._chain(trials, space).replay(
+            replay = self._chain(study, trials, space).replay(
                 self._k, initial, self._update, trans, study.direction, generation)
             if not replay.unfinished or any(self._mine.get(self._key(study, n)) == threading.get_ident()
                                             for n in replay.unfinished):
@@ -445,10 +451,18 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         self._mine[self._key(study, trial.number)] = threading.get_ident()
         return _untransform(trans, draw)
 
-    def _chain(self, trials: Sequence[FrozenTrial], space: str, k: bool = True) -> _Chain:
-        """The chain of ``space`` in ``trials``, refused if it was built with another K (unless
-        ``k`` is False: a reader) or another restart_every."""
-        chain = _Chain(trials, space)
+    def _chain(self, study: optuna.Study, trials: Sequence[FrozenTrial], space: str,
+               k: bool = True) -> _Chain:
+        """The chain of ``space`` in ``study``'s ``trials``, refused if it was built with another K
+        (unless ``k`` is False: a reader) or another restart_every. The study's leading finished
+        trials are read once, into a :class:`_Prefix` cache, so a proposal reads only the trials
+        after them (O(K) per proposal in a sequential study, not O(trials))."""
+        key = (id(study._storage), study._study_id, space)
+        with self._prefixes_lock:
+            if key not in self._prefixes:
+                self._prefixes[key] = _Prefix(study._storage)
+            prefix = self._prefixes[key]
+        chain = _Chain(trials, space, prefix.extend(trials, space))
         if k and chain.k not in (None, self._k):
             raise ValueError(
                 f"this study's REINFORCE chain uses population_size K = {chain.k} (stored in its "
@@ -516,7 +530,7 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         space = self._float_space(study)
         if not space:
             return None
-        chain = self._chain(study._get_trials(deepcopy=False), _fingerprint(space), k=False)
+        chain = self._chain(study, study._get_trials(deepcopy=False), _fingerprint(space), k=False)
         if chain.k is None:
             return None
         trans = _SearchSpaceTransform(space, transform_0_1=True)
@@ -673,28 +687,103 @@ class _Replay:
     unfinished: list[int]
 
 
-class _Chain:
-    """The policy chain of one search space, read from a study's trials (see the module's rule)."""
+class _Prefix:
+    """The leading finished trials 0, …, L − 1 of one study and their chain records over one search
+    space, read once per sampler rather than once per proposal: a finished trial never changes
+    (Optuna refuses to update it), so what :class:`_Chain` reads from it is final. Append-only,
+    extended under a lock; it grows only over trials whose position in the storage's list (which
+    Optuna's storages return in number order) is their number. A chain built on it reads the
+    entries below the length it saw, and its own trial list above; an entry the cache gained from
+    another thread's newer list is a finished trial as that list shows it, which equals reading a
+    moment later."""
 
-    def __init__(self, trials: Sequence[FrozenTrial], space: str) -> None:
-        self.by_number = {t.number: t for t in trials}
-        self.records: dict[int, dict[str, Any]] = {}
+    def __init__(self, storage: Any) -> None:
+        self.storage = storage  # held, so that the id() keying this cache stays this storage's
+        self.trials: list[FrozenTrial] = []
+        self.records: list[dict[str, Any] | None] = []
+        self.stored: list[int] = []  # generations with a stored policy, in order of first copy
+        self.policies: dict[int, dict[str, Any]] = {}  # generation -> lowest-numbered copy
+        self.ks: set[int] = set()
+        self.gs: set[int | None] = set()
+        self.lock = threading.Lock()
+
+    def extend(self, trials: Sequence[FrozenTrial], space: str) -> _PrefixView:
+        """Take in the finished trials that continue the prefix; the view a chain reads."""
+        with self.lock:
+            n = len(self.trials)
+            while n < len(trials) and trials[n].number == n and trials[n].state.is_finished():
+                record = _record(trials[n], space)
+                self.trials.append(trials[n])
+                self.records.append(record)
+                if record is not None:
+                    self.ks.add(record["k"])
+                    self.gs.add(record.get("restart_every"))
+                    if "policy" in record and record["drawn_from"] not in self.policies:
+                        self.policies[record["drawn_from"]] = record["policy"]
+                        self.stored.append(record["drawn_from"])
+                n += 1
+            return _PrefixView(self, n, len(self.stored), set(self.ks), set(self.gs))
+
+
+@dataclass(frozen=True)
+class _PrefixView:
+    """The first ``length`` trials of a :class:`_Prefix`, with its first ``n_stored`` stored
+    policies and the K and restart_every values their records carry."""
+
+    prefix: _Prefix | None
+    length: int
+    n_stored: int
+    ks: set[int]
+    gs: set[int | None]
+
+
+_EMPTY = _PrefixView(None, 0, 0, set(), set())
+
+
+def _record(trial: FrozenTrial, space: str) -> dict[str, Any] | None:
+    """The trial's chain record over ``space`` (None: no draw of that space's policy)."""
+    r = trial.system_attrs.get(_KEY)
+    return r if r is not None and r.get("space") == space and "drawn_from" in r else None
+
+
+class _Chain:
+    """The policy chain of one search space, read from a study's trials (see the module's rule);
+    with ``view``, trials below ``view.length`` are read from a :class:`_Prefix` cache."""
+
+    def __init__(self, trials: Sequence[FrozenTrial], space: str,
+                 view: _PrefixView = _EMPTY) -> None:
+        self.prefix, self.length = view.prefix, view.length
+        self.tail = {t.number: t for t in trials[view.length:]}
+        self.tail_records: dict[int, dict[str, Any]] = {}
         self.stored: dict[int, dict[str, Any]] = {}  # generation -> lowest-numbered stored policy
-        for number in sorted(self.by_number):
-            r = self.by_number[number].system_attrs.get(_KEY)
-            if r is not None and r.get("space") == space and "drawn_from" in r:
-                self.records[number] = r
+        if view.prefix is not None:
+            for g in view.prefix.stored[:view.n_stored]:
+                self.stored[g] = view.prefix.policies[g]
+        for number in sorted(self.tail):
+            r = _record(self.tail[number], space)
+            if r is not None:
+                self.tail_records[number] = r
                 if "policy" in r:
                     self.stored.setdefault(r["drawn_from"], r["policy"])
-        ks = {r["k"] for r in self.records.values()}
+        ks = view.ks | {r["k"] for r in self.tail_records.values()}
         if len(ks) > 1:
             raise ValueError(f"the study's REINFORCE chain mixes population sizes {sorted(ks)}")
         self.k = ks.pop() if ks else None
-        gs = {r.get("restart_every") for r in self.records.values()}
+        gs = view.gs | {r.get("restart_every") for r in self.tail_records.values()}
         if len(gs) > 1:
             raise ValueError(f"the study's REINFORCE chain mixes restart_every values "
                              f"{sorted(gs, key=str)}")
         self.restart_every = gs.pop() if gs else None
+
+    def trial(self, number: int) -> FrozenTrial | None:
+        if number < self.length:
+            return self.prefix.trials[number]
+        return self.tail.get(number)
+
+    def record(self, number: int) -> dict[str, Any] | None:
+        if number < self.length:
+            return self.prefix.records[number]
+        return self.tail_records.get(number)
 
     def replay(
         self, k: int, initial: _Policy, update: Any, trans: _SearchSpaceTransform,
@@ -716,14 +805,14 @@ class _Chain:
         while upto is None or g < upto:
             members = range(g * k, (g + 1) * k)
             unfinished = [n for n in members
-                          if n not in self.by_number or not self.by_number[n].state.is_finished()]
+                          if (t := self.trial(n)) is None or not t.state.is_finished()]
             if unfinished:
                 return _Replay(g, policy, stored, used, unfinished)
             policy_id = _policy_id(policy.to_json())
             used = [n for n in members if self._usable(n, policy_id, trans)]
-            draws = np.array([self.records[n]["draw"] for n in used],
+            draws = np.array([self.record(n)["draw"] for n in used],
                              dtype=np.float64).reshape(len(used), len(policy.mean))
-            rewards = np.array([sign * self.by_number[n].value for n in used], dtype=np.float64)
+            rewards = np.array([sign * self.trial(n).value for n in used], dtype=np.float64)
             updated, policy = update(policy, initial, draws, rewards, g)
             if trace is not None:
                 trace.append((g, rewards, updated))
@@ -733,7 +822,7 @@ class _Chain:
     def _usable(self, number: int, policy_id: str, trans: _SearchSpaceTransform) -> bool:
         """Whether a finished member enters its generation's update: COMPLETE, drawn from the
         generation's policy, parameters exactly its draw."""
-        trial, record = self.by_number[number], self.records.get(number)
+        trial, record = self.trial(number), self.record(number)
         return (trial.state == TrialState.COMPLETE and record is not None
                 and record["policy_id"] == policy_id and _proposed(trial, record["draw"], trans))
 

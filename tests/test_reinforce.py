@@ -17,6 +17,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 from scipy.stats import norm
 
+from samplers import reinforce
 from samplers.reinforce import _KEY, ReinforceSampler, _Policy, _policy_id
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -530,6 +531,49 @@ def test_best_policy_without_restarts_is_the_newest_policy():
     best, newest = sampler.best_policy(study, last_generations=2), sampler.policy(study)
     assert (best.generation, best.params, best.restart) == (newest.generation, newest.params, 0)
     assert best.score == pytest.approx(np.mean([t.value for t in study.trials[12:]]), rel=1e-12)
+
+
+def _interleaved_study(seed: int = 4) -> tuple[optuna.Study, ReinforceSampler]:
+    """K = 4, G = 3, 60 trials asked three at a time and told in reverse order, every 7th failed:
+    proposals that find the newest trial unfinished, off-policy draws and restarts."""
+    sampler = ReinforceSampler(search_space=SPACE, population_size=4, learn_sigma=True,
+                               learning_rate=0.1, normalize_advantage=True, restart_every=3,
+                               seed=seed)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for _ in range(20):
+        asked = [study.ask() for _ in range(3)]
+        values = [neg_sq_distance(t) for t in asked]
+        for trial, value in reversed(list(zip(asked, values, strict=True))):
+            if trial.number % 7 == 6:
+                study.tell(trial, state=TrialState.FAIL)
+            else:
+                study.tell(trial, value)
+    return study, sampler
+
+
+def test_the_prefix_cache_changes_no_proposal(monkeypatch):
+    """The cache of finished leading trials (``_Prefix``) is a pure speed-up: a run with it and a
+    run that reads every trial per proposal (the cache's view emptied) store the same draws,
+    policies and parameters on every trial and report the same policy and best_policy; the
+    cached run did read its trials from the cache."""
+    cached, cached_sampler = _interleaved_study()
+    (prefix,) = cached_sampler._prefixes.values()
+    # the last proposal (trial 59, asked after trials 57 and 58) saw trials 0–56 finished
+    assert len(prefix.trials) == 57 and len(prefix.stored) >= 14
+    monkeypatch.setattr(reinforce._Prefix, "extend", lambda self, trials, space: reinforce._EMPTY)
+    plain, plain_sampler = _interleaved_study()
+    assert [t.params for t in cached.trials] == [t.params for t in plain.trials]
+    assert [t.system_attrs for t in cached.trials] == [t.system_attrs for t in plain.trials]
+    assert [t.state for t in cached.trials] == [t.state for t in plain.trials]
+    def fields(snapshot):
+        return (snapshot.generation, snapshot.params, snapshot.sigma.tolist(), snapshot.baseline,
+                snapshot.restart, snapshot.score)
+
+    assert fields(cached_sampler.policy(cached)) == fields(plain_sampler.policy(plain))
+    for last in (1, 2):
+        assert fields(cached_sampler.best_policy(cached, last)) == fields(
+            plain_sampler.best_policy(plain, last))
+    assert sum(t.system_attrs[_KEY]["drawn_from"] < t.number // 4 for t in cached.trials) > 0
 
 
 # -- search spaces, fallback, initialisation, validation ---------------------------------------
