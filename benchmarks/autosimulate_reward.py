@@ -6,10 +6,12 @@ the curves compare the *ψ* each method recommends and not how its model was tra
 ``--every`` trials the current recommendation is scored by ``problem.score(ψ, seed)``: a fresh model
 trained on ``eval_n_samples`` samples for ``eval_epochs`` epochs, evaluated on the validation and
 test sets. Black-box samplers recommend the best trial so far (``study.best_trial``, ranked by the
-trials' validation values). AutoSimulate recommends by ``--recommend``: ``next`` (default), the ψ
-it will propose next (:meth:`AutoSimulateSampler.current_params`, the chain head's ψ_{t+1});
-``best``, the ψ_t of the completed trial with the best value (:meth:`AutoSimulateSampler.best_params`,
-the black-box rule; the value is the accumulated model's validation metric, never test data).
+trials' validation values). AutoSimulate recommends by ``--recommend``: ``best`` (default since
+2026-12-04, the rule of that day's record), the ψ_t of the completed trial with the best value
+(:meth:`AutoSimulateSampler.best_params`, the black-box rule; the value is the accumulated model's
+validation metric, never test data); ``next``, the ψ it will propose next
+(:meth:`AutoSimulateSampler.current_params`, the chain head's ψ_{t+1}; the records before
+2026-12-04).
 Several rules (``--recommend next,best``) score each in the same run, as rows ``name@rule``.
 A ψ scored before in the same run (a best trial that has not changed) is not scored again: the
 score depends on ψ and the seed only.
@@ -156,7 +158,7 @@ def main() -> None:
                         help="also print the images each sampler's mean val needs to reach this "
                              "fixed level (a selection criterion set before the runs, e.g. an "
                              "earlier record's target)")
-    parser.add_argument("--recommend", default="next",
+    parser.add_argument("--recommend", default="best",
                         help="AutoSimulate's recommendation rule(s), comma-separated: next (the ψ it "
                              "proposes next) and/or best (the best completed trial's ψ, by value)")
     parser.add_argument("--out", default="out/autosimulate-reward")
