@@ -353,8 +353,10 @@ class AutoSimulateSampler(BaseSampler):
             ``step_size`` · c_0), in ``step_scale_range``; default 1. With a fixed length (and for
             ``"no_val"``) every step is ``step_size`` · c_0. On traffic-count c_0 = 10 with
             ``step_scale_range`` (0.1, 10) reached the headline target after one step, but the
-            chain then drifted below its start; measured on traffic-count only, hence the
-            default (BENCHMARKS.md, issue 5, "Initial step factor c_0").
+            chain then drifted below its start. On seeds 10–12 of all three built-in problems
+            (2026-12-04, "One set of defaults") 10 / 10 gained more than 1 / 3 on traffic-count
+            and gmm2d but lost more on digits (mean gain −0.067 against −0.012 under
+            :meth:`best_params`), hence the default (BENCHMARKS.md, issue 5).
         theta: restrict θ to some parameters of the model (names / prefixes / predicate; Table 5
             "frozen layers"); default all trainable parameters.
         damping, cg_tol, cg_max_iter: λ, relative tolerance and iteration cap of the CG solve
