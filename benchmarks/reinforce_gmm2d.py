@@ -17,6 +17,8 @@ at lr 0.02 by default; the newest recorded run (2026-12-03) standardises the adv
 scores the recommended ω, ``ReinforceSampler.best_policy``: the ω a restart ended with whose last
 ``--last-generations`` generations had the highest mean validation reward (chosen on validation
 rewards only; its test accuracy is reported, never used), and prints each restart's such mean.
+The newest record (2026-12-04, BENCHMARKS.md): ``--normalize-advantage --min-sigma 0.05
+--restart-every 500 --restart-mean init --trials 24000`` (3 restarts, R chosen on seeds 10–13).
 Each learned ψ is scored with ``problem.score`` (a fresh model trained on 2,000 samples, test
 accuracy on p's held-out points) for both models, beside the same score of the best trial's ψ and
 of the references (``problem.reference_sources()``: default ψ, one Gaussian per
