@@ -24,6 +24,10 @@ accuracy on p's held-out points) for both models, beside the same score of the b
 of the references (``problem.reference_sources()``: default ψ, one Gaussian per
 class, oracle data from p).
 
+``--polish-trials N`` then runs, per ``--polish-sigma`` value, a second study of N trials from the
+recommended ω (no restarts, σ learned from that value, floor ``--polish-min-sigma``, lr decay
+``--polish-lr-decay``) and scores its final ω: a refinement stage after the restarts.
+
     .venv/bin/python benchmarks/reinforce_gmm2d.py --seeds 0 1 2 --trials 8000 --normalize-advantage \
         --lr 0.01 --min-sigma 0.07
 """
@@ -69,6 +73,30 @@ def _checkpoints(problem, sampler: ReinforceSampler, seed: int, every: int, scor
     return callback
 
 
+def _polish(problem, args: argparse.Namespace, sigma: float, start, seed: int) -> dict[str, float]:
+    """``--polish-trials``: a second study from ``start`` with σ = ``sigma`` (learned,
+    floored at ``--polish-min-sigma``), lr decay ``--polish-lr-decay``, no restarts, the other
+    options as in the main study; returns its final ω's test accuracies (``_score``)."""
+    sampler = ReinforceSampler.for_simulator(
+        problem.simulator, init=start, population_size=args.population, learning_rate=args.lr,
+        sigma=sigma, sigma_units=args.sigma_units, learn_sigma=True,
+        normalize_advantage=args.normalize_advantage, lr_decay=args.polish_lr_decay,
+        min_sigma=args.polish_min_sigma, seed=seed)
+    objective = SimulatorObjective(problem.simulator, problem.models["svm"](), problem.val,
+                                   n_samples=problem.n_samples, seed=seed + 1000)
+    study = optuna.create_study(direction="maximize", sampler=sampler,
+                                pruner=optuna.pruners.NopPruner())
+    study.optimize(objective, n_trials=args.polish_trials)
+    policy = sampler.policy(study)
+    values = np.array([t.value for t in study.trials if t.value is not None])
+    scores = _score(problem, problem.simulator.space.from_params(policy.params), seed)
+    print(f"  polished from σ₀ {sigma} ({args.polish_trials} trials from the recommended ω): mean σ "
+          f"{policy.sigma.mean():.3f}, val reward first/last generation "
+          f"{values[:args.population].mean():.3f}/{values[-args.population:].mean():.3f}; "
+          f"test accuracy {scores}", flush=True)
+    return scores
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -96,6 +124,16 @@ def main() -> None:
                         help="a restart's ω: uniform in the unit box, or the initial ω again")
     parser.add_argument("--last-generations", type=int, default=10,
                         help="best_policy ranks restarts by their last this many generations")
+    parser.add_argument("--polish-trials", type=int, default=0,
+                        help="then a second study of this many trials starting at the recommended "
+                             "ω (or the final ω without restarts), no restarts (default 0: none)")
+    parser.add_argument("--polish-sigma", type=float, nargs="+", default=[0.05],
+                        help="the polishing study's initial (learned) σ, unit-box units; one "
+                             "polishing study per value, each from the same ω")
+    parser.add_argument("--polish-min-sigma", type=float, default=1e-3,
+                        help="the polishing study's floor of the learned σ")
+    parser.add_argument("--polish-lr-decay", type=float, default=None,
+                        help="the polishing study's τ (lr / √(1 + g/τ)); other options as above")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -154,6 +192,11 @@ def main() -> None:
                   + " ".join(f"{b:.3f}" for b in blocks) + f"; recommended: restart "
                   f"{recommended.restart} (score {recommended.score:.3f}, generation "
                   f"{recommended.generation}), test accuracy {chosen}", flush=True)
+        if args.polish_trials > 0:
+            start_params = (recommended if last is not None else policy).params
+            for sigma in args.polish_sigma:
+                polished = _polish(problem, args, sigma, space.from_params(start_params), seed)
+                rows.setdefault(f"polished ω (σ₀ {sigma})", []).append(polished)
         print(f"  learned ψ: means {psi['means'].numpy().round(2).tolist()}, "
               f"std {psi['log_std'].exp().numpy().round(2).tolist()}", flush=True)
     for name, source in problem.reference_sources().items():
