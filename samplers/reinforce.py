@@ -362,15 +362,18 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
     ) -> ReinforceSampler:
         """A sampler over ``simulator``'s ψ, starting at its declared init (``"default"``), the
         centre of the bounds (``"centre"``) or a given ψ (``{name: tensor}``, e.g. an
-        adversarial start)."""
+        adversarial start, or a learned ψ: a float32 value at a bound, which rounding can put just
+        outside it, is taken as that bound)."""
         space = simulator.space
         if init == "default":
             params = space.to_params(simulator.init_psi())
         elif init == "centre":
             params = None
         elif isinstance(init, Mapping):
-            space.check(init)
-            params = space.to_params(init)
+            space.check(init)  # within the bounds up to float32 rounding (ψ's tensors are float32)
+            low, high = space.bounds()  # the exact float64 bounds the distributions hold
+            params = dict(zip(space.flat_names(),
+                              map(float, np.clip(space.to_flat(init), low, high)), strict=True))
         else:
             raise ValueError(f"init must be 'default', 'centre' or a ψ mapping, got {init!r}")
         return cls(search_space=space.search_space(), init=params, **options)

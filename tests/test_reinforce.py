@@ -638,6 +638,23 @@ def test_initial_mean_from_simulator_centre_or_given_point():
     assert np.allclose(learned, (low + high) / 2, atol=1e-6)
 
 
+def test_a_float32_psi_at_the_bounds_is_a_valid_start():
+    """A learned ψ at the bounds, round-tripped through float32 tensors (``from_params``), lies
+    just outside them; as an ``init`` it is taken as the bound (it was refused before)."""
+    from simsearch.problems import get
+
+    simulator = get("gmm2d").simulator
+    space = simulator.space
+    low, high = space.bounds()
+    corner = space.from_flat(np.where(np.arange(len(low)) % 2 == 0, low, high))
+    assert (space.to_flat(corner) < low).any() or (space.to_flat(corner) > high).any()  # rounding
+    sampler = ReinforceSampler.for_simulator(simulator, init=corner, seed=0)
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    study.optimize(lambda t: float(space.to_flat(simulator.suggest(t)).sum()), n_trials=1)
+    start = space.to_flat(space.from_params(sampler.policy(study).params))
+    assert np.allclose(start, np.where(np.arange(len(low)) % 2 == 0, low, high), atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
