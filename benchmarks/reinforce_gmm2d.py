@@ -26,7 +26,10 @@ class, oracle data from p).
 
 ``--polish-trials N`` then runs, per ``--polish-sigma`` value, a second study of N trials from the
 recommended ω (no restarts, σ learned from that value, floor ``--polish-min-sigma``, lr decay
-``--polish-lr-decay``) and scores its final ω: a refinement stage after the restarts.
+``--polish-lr-decay``) and scores its final ω: a refinement stage after the restarts. The newest
+record (2026-12-04 night, BENCHMARKS.md) adds ``--polish-trials 4000 --polish-sigma 0.05
+--polish-lr-decay 50`` to the 3-restart setting (chosen on seeds 10–13: 0.925 against 0.911):
+0.963 ± 0.010 on seeds 0–2, each ≥ 0.95.
 
     .venv/bin/python benchmarks/reinforce_gmm2d.py --seeds 0 1 2 --trials 8000 --normalize-advantage \
         --lr 0.01 --min-sigma 0.07
