@@ -80,7 +80,9 @@ whose last generations had the highest mean reward (the objective's value: valid
 never test); :meth:`ReinforceSampler.policy` stays the newest policy, the current restart's.
 *Measured* (BENCHMARKS.md, issue 4, gmm2d, standardised advantages, floor 0.05, G = 500,
 ``"init"``): 3 restarts of 8000 trials, R chosen on seeds 10–13 (0.911 against 0.880 for 2),
-gave 0.954 ± 0.010 on seeds 0–2 (0.9615 / 0.9575 / 0.942); restarts stay off by default.
+gave 0.954 ± 0.010 on seeds 0–2 (0.9615 / 0.9575 / 0.942), and a second 4000-trial study from
+the recommended ω (``for_simulator(init=ψ)``, σ from 0.05 learned, lr decay τ = 50) raised it to
+0.963 ± 0.010 (0.952 / 0.9675 / 0.970); restarts stay off by default.
 
 **Bounds.** A draw x ~ π_ω may leave the box. The trial evaluates the clipped point clip(x, 0, 1),
 and the update uses log π_ω at the *unclipped* draw x, which is stored on the trial. This is the
