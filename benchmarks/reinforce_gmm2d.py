@@ -41,6 +41,7 @@ import argparse
 import platform
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 import optuna
@@ -76,19 +77,32 @@ def _checkpoints(problem, sampler: ReinforceSampler, seed: int, every: int, scor
     return callback
 
 
-def _polish(problem, args: argparse.Namespace, sigma: float, start, seed: int) -> dict[str, float]:
-    """``--polish-trials``: a second study from ``start`` with σ = ``sigma`` (learned,
-    floored at ``--polish-min-sigma``), lr decay ``--polish-lr-decay``, no restarts, the other
-    options as in the main study; returns its final ω's test accuracies (``_score``)."""
-    sampler = ReinforceSampler.for_simulator(
-        problem.simulator, init=start, population_size=args.population, learning_rate=args.lr,
-        sigma=sigma, sigma_units=args.sigma_units, learn_sigma=True,
-        normalize_advantage=args.normalize_advantage, lr_decay=args.polish_lr_decay,
-        min_sigma=args.polish_min_sigma, seed=seed)
+def _study(problem, args: argparse.Namespace, seed: int, data_seed: int, **overrides: Any):
+    """The sampler (the command line's options, ``overrides`` replacing some), a maximising study
+    and the SVM objective (data seed ``data_seed``) of one run."""
+    options = dict(init=args.init, population_size=args.population, learning_rate=args.lr,
+                   sigma=args.sigma, sigma_units=args.sigma_units, learn_sigma=not args.fixed_sigma,
+                   normalize_advantage=args.normalize_advantage, lr_decay=args.lr_decay,
+                   min_sigma=args.min_sigma, entropy_bonus=args.entropy_bonus,
+                   restart_every=args.restart_every, restart_mean=args.restart_mean, seed=seed)
+    options.update(overrides)
+    sampler = ReinforceSampler.for_simulator(problem.simulator, **options)
     objective = SimulatorObjective(problem.simulator, problem.models["svm"](), problem.val,
-                                   n_samples=problem.n_samples, seed=seed + 1000)
+                                   n_samples=problem.n_samples, seed=data_seed)
     study = optuna.create_study(direction="maximize", sampler=sampler,
                                 pruner=optuna.pruners.NopPruner())
+    return sampler, study, objective
+
+
+def _polish(problem, args: argparse.Namespace, sigma: float, start, seed: int) -> dict[str, float]:
+    """``--polish-trials``: a second study from ``start`` with σ = ``sigma`` (learned,
+    floored at ``--polish-min-sigma``), lr decay ``--polish-lr-decay``, no restarts and no entropy
+    bonus, the other options as in the main study, its data seeded ``seed + 1000``; returns its
+    final ω's test accuracies (``_score``)."""
+    sampler, study, objective = _study(
+        problem, args, seed, seed + 1000, init=start, sigma=sigma, learn_sigma=True,
+        lr_decay=args.polish_lr_decay, min_sigma=args.polish_min_sigma, entropy_bonus=0.0,
+        restart_every=None)
     study.optimize(objective, n_trials=args.polish_trials)
     policy = sampler.policy(study)
     values = np.array([t.value for t in study.trials if t.value is not None])
@@ -152,16 +166,7 @@ def main() -> None:
           f"generations ({args.restart_mean}), ranked on the last {args.last_generations}")
     last = None if args.restart_every is None else args.last_generations
     for seed in args.seeds:
-        sampler = ReinforceSampler.for_simulator(
-            problem.simulator, init=args.init, population_size=args.population, learning_rate=args.lr,
-            sigma=args.sigma, sigma_units=args.sigma_units, learn_sigma=not args.fixed_sigma,
-            normalize_advantage=args.normalize_advantage, lr_decay=args.lr_decay,
-            min_sigma=args.min_sigma, entropy_bonus=args.entropy_bonus,
-            restart_every=args.restart_every, restart_mean=args.restart_mean, seed=seed)
-        objective = SimulatorObjective(problem.simulator, problem.models["svm"](), problem.val,
-                                       n_samples=problem.n_samples, seed=seed)
-        study = optuna.create_study(direction="maximize", sampler=sampler,
-                                    pruner=optuna.pruners.NopPruner())
+        sampler, study, objective = _study(problem, args, seed, seed)
         start = time.perf_counter()
         checkpoints: list[str] = []
         study.optimize(objective, n_trials=args.trials, callbacks=[_checkpoints(
