@@ -26,7 +26,10 @@ at the declared ψ and "reach" such a target with their first recommendation.
 The AutoSimulate variants descend the mean validation loss of ``--val-loss``: ``train`` is the
 model's own training loss l (the paper's Eq. 1a; cross-entropy for the classifiers),
 ``expected_error`` is 1 − p(y | x), the smooth stand-in for the error rate
-(:func:`samplers.hypergradient.expected_error`). Samplers can be run in separate processes
+(:func:`samplers.hypergradient.expected_error`). ``--shrinkage james_stein`` multiplies each
+AutoSimulate step by the James–Stein factor ρ of its Wald statistic
+(:func:`samplers.autosimulate.wald_shrinkage`); the checkpoints record every step's ρ beside its
+length factor. Samplers can be run in separate processes
 (``--samplers``, ``--out``) and their JSON results tabulated together with ``--load``.
 
     .venv/bin/python benchmarks/autosimulate_reward.py --problem gmm2d --seeds 3 --trials 20
@@ -96,9 +99,11 @@ def run_one(problem, name: str, seed: int, trials: int, every: int, val_loss: st
             if key not in scored:
                 scored[key] = problem.score(problem.simulator.space.from_params(params), seed=seed)
             entry = {"trials": done, "images": images, "search_s": search_s, **scored[key]}
-            if name in METHODS:  # the step-length factor of each step so far (1 if fixed)
+            if name in METHODS:  # the step-length factor and shrinkage ρ of each step so far
                 entry["step_scale"] = [t.system_attrs.get("autosimulate:step_scale")
                                        for t in study.trials]
+                entry["shrinkage"] = [t.system_attrs.get("autosimulate:shrinkage")
+                                      for t in study.trials]
             curves[rule].append(entry)
 
     study.optimize(objective, n_trials=trials, callbacks=[checkpoint])
@@ -151,6 +156,9 @@ def main() -> None:
     parser.add_argument("--step-scale-init", type=float, default=None,
                         help="AutoSimulate's step_scale_init c_0, the first step's factor "
                              "(default: the sampler's)")
+    parser.add_argument("--shrinkage", choices=("none", "james_stein"), default=None,
+                        help="AutoSimulate's shrinkage of each step by the James–Stein factor of its "
+                             "Wald statistic (default: the sampler's)")
     parser.add_argument("--seed-offset", type=int, default=0,
                         help="run seeds offset … offset + seeds − 1 (the records use 0: seeds 0, 1, 2; "
                              "choose settings on other seeds)")
@@ -184,9 +192,12 @@ def main() -> None:
                                   ("step_scale_init", args.step_scale_init)) if v is not None}
         if args.step_scale_max is not None:
             step["step_scale_range"] = (default.step_scale_range[0], args.step_scale_max)
+        if args.shrinkage is not None:
+            step["shrinkage"] = None if args.shrinkage == "none" else args.shrinkage
         shown = {"step_size": default.step_size, "step_growth": default.step_growth,
                  "step_shrink": default.step_shrink, "step_scale_range": default.step_scale_range,
-                 "step_scale_init": default.step_scale_init, **step}
+                 "step_scale_init": default.step_scale_init, "shrinkage": default.shrinkage,
+                 **step}
         seeds = range(args.seed_offset, args.seed_offset + args.seeds)
         print(f"AutoSimulate validation loss: {args.val_loss}, "
               + ", ".join(f"{k} {v}" for k, v in shown.items()) + f"; seeds {list(seeds)}")

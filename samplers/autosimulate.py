@@ -39,6 +39,17 @@ keeps the fixed length), starting from c_0 = ``step_scale_init`` (default 1). A 
 could not serve both traffic-count, where longer steps gain faster, and digits, where they
 drift away from a good start.
 
+**Noise-aware step length** (option ``shrinkage="james_stein"``, 2026-12-05; off by default).
+ñ is the least-squares fit of the trial's per-sample weights on its scores, so the same K
+samples say how well they resolve it: the Wald statistic W of that regression is about χ²_p
+when the true gradient is zero (p = rank F_u). The step is multiplied by the positive-part
+James–Stein factor ρ = max(0, 1 − p/W) (:func:`wald_shrinkage`; Stein 1961, Baranchik 1970),
+an estimate of signal / (signal + noise): ρ enters Adam's first moment and not its second, so a
+trial whose gradient is not resolved (W ≲ p) adds nothing to the momentum and the step's length
+becomes about ``step_size`` · c_t · ρ. Meant for a chain that starts near a good ψ (digits,
+where one data set's gradient is mostly noise: BENCHMARKS.md, issue 5), without shortening the
+steps where the data do resolve a direction.
+
 The default ``step_size`` 0.1 is the largest of the lengths 0.1, 0.3, 1 at which every variant's
 first step lowered the validation loss on both gmm2d and digits in
 ``benchmarks/autosimulate_gradcheck.py`` (BENCHMARKS.md, issue 5); on traffic-count longer steps
@@ -53,9 +64,11 @@ the storage.
 **State in the storage** (trial system attributes, prefix ``autosimulate:``): ``parent`` (the trial
 whose ψ_{t+1} this trial proposes, −1 at the start), and after :meth:`observe_training`: ``step``
 (t + 1), ``psi_next``, ``adam_m``, ``adam_v``, ``step_scale`` (the factor c_t of ``step_size`` this
-step used), ``val_loss`` (L_val of the fine-tuned model; None with a fixed length), and the
-diagnostics ``grad_norm`` (‖∂L̃/∂ψ‖), ``cg_iterations``, ``cg_residual``, ``damping`` (the λ
-finally used) and ``seconds``. A trial proposes the ``psi_next`` of the COMPLETE trial with the
+step used), ``val_loss`` (L_val of the fine-tuned model; None with a fixed length),
+``shrinkage`` (the factor ρ of :func:`wald_shrinkage` the step used; 1 without shrinkage), and
+the diagnostics ``wald`` (W, None when infinite), ``score_rank`` (p), ``grad_norm``
+(‖∂L̃/∂ψ‖), ``cg_iterations``, ``cg_residual``, ``damping`` (the λ finally used) and
+``seconds``. A trial proposes the ``psi_next`` of the COMPLETE trial with the
 most steps (ties: the highest number); FAIL, PRUNED and RUNNING trials are ignored, so after a
 crash a new process continues from the last completed trial, and the accumulated model from the
 objective's ``checkpoint_path``. Until a trial has completed, trials propose the start point:
@@ -110,31 +123,44 @@ from simsearch.parameters import ParameterSpace
 from simsearch.simulator import BaseSimulator
 
 __all__ = [
+    "SHRINKAGES",
     "AutoSimulateSampler",
+    "Shrinkage",
     "adam_step",
     "adapt_step_scale",
     "descend",
     "fisher_information",
     "natural_gradient",
+    "score_rows",
     "start_damping",
+    "wald_shrinkage",
 ]
 
 _KEY = "autosimulate:"
 JITTER = 0.05  # std of a concurrent proposal's jitter, as a fraction of each parameter's range
+#: The values of AutoSimulateSampler's ``shrinkage`` option (:func:`wald_shrinkage`).
+SHRINKAGES = (None, "james_stein")
+
+
+def score_rows(space: ParameterSpace, scores: Mapping[str, torch.Tensor]) -> np.ndarray:
+    """The per-sample scores s_k = ∇_u log q_ψ(s_k) = ∇_ψ log q_ψ(s_k) · (high − low) in
+    coordinates u normalised to the box, one row per sample (``(n, d)``, ``space.flat_names()``
+    order), from :func:`samplers.hypergradient.score_matrix`'s per-parameter scores."""
+    low, high = space.bounds()
+    n = len(next(iter(scores.values())))
+    return np.concatenate([np.asarray(scores[p.name].detach().cpu(), np.float64).reshape(n, -1)
+                           for p in space.parameters], axis=1) * (high - low)
 
 
 def fisher_information(space: ParameterSpace, scores: Mapping[str, torch.Tensor]) -> np.ndarray:
     """F_u = (1/n) Σ_k s_k s_kᵀ: the empirical Fisher information of q_ψ on the trial's latents,
-    in coordinates u normalised to the box (s_k = ∇_u log q_ψ(s_k) = ∇_ψ log q_ψ(s_k) · (high − low)).
+    in coordinates u normalised to the box (:func:`score_rows`).
 
     ``scores`` are :func:`samplers.hypergradient.score_matrix`'s per-sample scores. ½ ΔuᵀF_uΔu is
     the KL divergence between q_ψ and q_ψ moved by Δu, to second order (Amari 1998).
     """
-    low, high = space.bounds()
-    n = len(next(iter(scores.values())))
-    flat = np.concatenate([np.asarray(scores[p.name].detach().cpu(), np.float64).reshape(n, -1)
-                           for p in space.parameters], axis=1) * (high - low)
-    return flat.T @ flat / n
+    flat = score_rows(space, scores)
+    return flat.T @ flat / len(flat)
 
 
 def natural_gradient(grad_u: np.ndarray, fisher_u: np.ndarray, rcond: float = 1e-6
@@ -149,6 +175,68 @@ def natural_gradient(grad_u: np.ndarray, fisher_u: np.ndarray, rcond: float = 1e
     """
     direction = np.linalg.pinv(fisher_u, rcond=rcond, hermitian=True) @ grad_u
     return direction, float(grad_u @ direction)
+
+
+@dataclass(frozen=True)
+class Shrinkage:
+    """:func:`wald_shrinkage`'s result: the factor ρ ∈ [0, 1], the Wald statistic W (``inf``
+    when the scores fit the weights exactly or leave no degree of freedom for the noise) and p,
+    the rank of the scores (the number of directions in which q_ψ changes)."""
+
+    factor: float
+    wald: float
+    rank: int
+
+
+def wald_shrinkage(scores_u: np.ndarray, weights: np.ndarray, rcond: float = 1e-6) -> Shrinkage:
+    """How much of one trial's natural gradient is signal: the positive-part James–Stein factor
+    ρ = max(0, 1 − p / W) of the Wald statistic W of the natural gradient.
+
+    With S the ``(K, p)`` matrix of scores (:func:`score_rows`) and w Eq. 11's per-sample weights
+    (:attr:`samplers.hypergradient.Hypergradient.weights`), ∂L̃/∂u = Sᵀw / K and F_u = SᵀS / K, so
+    the natural gradient F_u⁺ ∂L̃/∂u = (SᵀS)⁺Sᵀw is the least-squares coefficient of w regressed
+    on the scores (no intercept). With P the projection onto S's column space (directions with
+    eigenvalue of F_u below ``rcond`` × the largest dropped, as in :func:`natural_gradient`),
+    p = rank P and σ̂² = ‖w − Pw‖² / (K − p) the residual variance,
+
+        W = ‖Pw‖² / σ̂² = K · (∂L̃/∂u)ᵀ F_u⁺ (∂L̃/∂u) / σ̂²,
+
+    the Wald (F-test) statistic of "the coefficients are zero": about χ²_p when w does not
+    depend linearly on the scores (the true gradient is zero), and p + (noncentrality) in
+    expectation otherwise. So 1 − p/W estimates signal / (signal + noise) of the natural
+    gradient — the plug-in Wiener factor — and ρ = max(0, 1 − p/W) is the positive-part
+    James–Stein shrinkage of the estimate towards 0 (James & Stein 1961; Baranchik 1970, "A
+    family of minimax estimators of the mean of a multivariate normal distribution", whose
+    family max(0, 1 − c/W) dominates the raw estimate for 0 < c ≤ 2(p − 2); c = p is in it for
+    p ≥ 4, and the built-in problems have p = 16–23). The homoscedastic σ̂² is an approximation:
+    the noise of w_k may depend on s_k.
+
+    ρ = 0 when no direction is resolved (Pw = 0); ρ = 1 when nothing estimates the noise
+    (K ≤ p, or w lies in the span of the scores).
+
+    >>> s = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, -1.0]])
+    >>> r = wald_shrinkage(s, np.array([1.0, 0.0, 0.0, 1.0]))
+    >>> round(r.wald, 9), round(r.factor, 9), r.rank   # ‖Pw‖² = 5/3, σ̂² = (1/3) / (4 − 2)
+    (10.0, 0.8, 2)
+    """
+    s, w = np.asarray(scores_u, np.float64), np.asarray(weights, np.float64)
+    k = len(w)
+    if s.ndim != 2 or len(s) != k:
+        raise ValueError(f"scores_u must be (K, p) with K = len(weights) = {k}, got shape {s.shape}")
+    eigenvalues, vectors = np.linalg.eigh(s.T @ s / k)
+    keep = eigenvalues > rcond * max(float(eigenvalues[-1]), 0.0)
+    rank = int(keep.sum())
+    if rank == 0:
+        return Shrinkage(0.0, 0.0, 0)
+    basis = s @ vectors[:, keep] / np.sqrt(eigenvalues[keep] * k)  # orthonormal columns spanning S
+    fitted = basis @ (basis.T @ w)
+    explained, residual = float(fitted @ fitted), float((w - fitted) @ (w - fitted))
+    if explained == 0.0:
+        return Shrinkage(0.0, 0.0, rank)
+    if k <= rank or residual == 0.0:
+        return Shrinkage(1.0, math.inf, rank)
+    wald = explained / (residual / (k - rank))
+    return Shrinkage(max(0.0, 1.0 - rank / wald), wald, rank)
 
 
 def adam_step(
@@ -250,6 +338,7 @@ def descend(
     step_size: float,
     betas: tuple[float, float] = (0.9, 0.999),
     restart: bool = False,
+    shrink_factor: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """ψ_{t+1} (flat, in ``space.flat_names()`` order) from ψ_t, ∂L̃/∂ψ and the per-sample scores
     of the trial's latents: an :func:`adam_step` *down* the natural gradient (Eq. 12/13b descend
@@ -257,13 +346,17 @@ def descend(
 
     The gradient is carried into normalised units by the chain rule, ∂L̃/∂u = ∂L̃/∂ψ · (high − low),
     and the natural gradient F_u⁺ ∂L̃/∂u has a positive inner product with it, so the step is a
-    descent step for L̃ in ψ as well. ``restart``: see :func:`adam_step`. Returns (ψ_{t+1}, m, v).
+    descent step for L̃ in ψ as well. ``restart``: see :func:`adam_step`. ``shrink_factor`` ρ
+    (:func:`wald_shrinkage`) multiplies the natural gradient fed to Adam's first moment but not
+    its squared Fisher length fed to the second, so the step's length scales by ρ (exactly on
+    the first step: ``step_size`` · ρ). Returns (ψ_{t+1}, m, v).
     """
     low, high = space.bounds()
     grad_u = space.to_flat(grad) * (high - low)
     direction, sq_norm = natural_gradient(grad_u, fisher_information(space, scores))
     u = (space.to_flat(psi) - low) / (high - low)
-    u_next, m, v = adam_step(u, direction, sq_norm, m, v, t, step_size, betas, restart=restart)
+    u_next, m, v = adam_step(u, shrink_factor * direction, sq_norm, m, v, t, step_size, betas,
+                             restart=restart)
     return low + u_next * (high - low), m, v
 
 
@@ -357,6 +450,11 @@ class AutoSimulateSampler(BaseSampler):
             (2026-12-04, "One set of defaults") 10 / 10 gained more than 1 / 3 on traffic-count
             and gmm2d but lost more on digits (mean gain −0.067 against −0.012 under
             :meth:`best_params`), hence the default (BENCHMARKS.md, issue 5).
+        shrinkage: ``None`` (default) or ``"james_stein"``: multiply each trial's step by
+            ρ = max(0, 1 − p/W), W the Wald statistic of its natural gradient
+            (:func:`wald_shrinkage`; see the module docstring). ρ, W and p are stored on the
+            trial either way (``shrinkage`` is 1 when off) and depend only on the trial's own
+            data, so a resumed study continues identically.
         theta: restrict θ to some parameters of the model (names / prefixes / predicate; Table 5
             "frozen layers"); default all trainable parameters.
         damping, cg_tol, cg_max_iter: λ, relative tolerance and iteration cap of the CG solve
@@ -394,6 +492,7 @@ class AutoSimulateSampler(BaseSampler):
         step_shrink: float = 0.5,
         step_scale_range: tuple[float, float] = (0.1, 3.0),
         step_scale_init: float = 1.0,
+        shrinkage: str | None = None,
         theta: ThetaSelector = None,
         damping: float = 1e-2,
         cg_tol: float = 1e-3,
@@ -427,6 +526,8 @@ class AutoSimulateSampler(BaseSampler):
             raise ValueError(
                 f"step_scale_init must be a number in step_scale_range [{step_scale_range[0]}, "
                 f"{step_scale_range[1]}], got {step_scale_init!r}")
+        if not (shrinkage is None or (isinstance(shrinkage, str) and shrinkage in SHRINKAGES)):
+            raise ValueError(f"shrinkage must be one of {SHRINKAGES}, got {shrinkage!r}")
         if not damping >= 0:
             raise ValueError(f"damping (λ) must be >= 0, got {damping!r}")
         if not cg_tol > 0:
@@ -434,6 +535,7 @@ class AutoSimulateSampler(BaseSampler):
         if isinstance(cg_max_iter, bool) or not isinstance(cg_max_iter, int) or cg_max_iter < 1:
             raise ValueError(f"cg_max_iter must be an int >= 1, got {cg_max_iter!r}")
         self.method, self.step_size, self.betas = method, float(step_size), tuple(betas)
+        self.shrinkage = shrinkage
         self.step_growth, self.step_shrink = float(step_growth), float(step_shrink)
         self.step_scale_range = (float(step_scale_range[0]), float(step_scale_range[1]))
         self.step_scale_init = float(step_scale_init)
@@ -569,6 +671,8 @@ class AutoSimulateSampler(BaseSampler):
             self.method, warm_start=warm, seed=context.seed, **options,
         )
         scores = score_matrix(context.simulator, context.batch.latents, context.psi)
+        noise = wald_shrinkage(score_rows(space, scores), result.weights.numpy())
+        shrink_factor = noise.factor if self.shrinkage == "james_stein" else 1.0
         restart = False  # no_val has no L_val for the success test: its length stays fixed
         adapt = (self.step_growth, self.step_shrink) != (1.0, 1.0) and self.method != "no_val"
         val = _validation_loss(context.module, context.val_data, self.options["val_loss"]) \
@@ -586,7 +690,8 @@ class AutoSimulateSampler(BaseSampler):
             scale, restart = adapt_step_scale(scale, grad_u, displacement, self.step_growth,
                                               self.step_shrink, self.step_scale_range, improved)
         psi_next, m, v = descend(space, context.psi, result.grad, scores, m, v, step + 1,
-                                 self.step_size * scale, self.betas, restart=restart)
+                                 self.step_size * scale, self.betas, restart=restart,
+                                 shrink_factor=shrink_factor)
         with self._lock:
             if result.v is not None:
                 self._solutions = {trial.number: result.v.detach()}
@@ -597,6 +702,9 @@ class AutoSimulateSampler(BaseSampler):
             "adam_v": v,
             "step_scale": scale,
             "val_loss": val,
+            "shrinkage": shrink_factor,
+            "wald": noise.wald if math.isfinite(noise.wald) else None,
+            "score_rank": noise.rank,
             "grad_norm": result.norm,
             "cg_iterations": result.cg_iterations,
             "cg_residual": None if math.isnan(result.cg_residual) else result.cg_residual,

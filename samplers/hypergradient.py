@@ -394,8 +394,10 @@ def _levenberg_solve(
 @dataclass(frozen=True)
 class Hypergradient:
     """∂L̃/∂ψ with its diagnostics: ‖∂L̃/∂ψ‖, CG products and final relative residual (0 and NaN
-    for the variants that solve nothing), the damping λ finally used, and v (the warm start of the
-    next solve; None for ``"no_val"``)."""
+    for the variants that solve nothing), the damping λ finally used, v (the warm start of the
+    next solve; None for ``"no_val"``), and the per-sample weights w_k of Eq. 11 as used, sign
+    and control variate included: ``grad`` = (1/K) Σ_k ∇_ψ log q_ψ(s_k) · w_k (shape ``(K,)``,
+    float64), which :func:`samplers.autosimulate.wald_shrinkage` regresses on the scores."""
 
     grad: Psi
     norm: float
@@ -403,6 +405,7 @@ class Hypergradient:
     cg_residual: float
     damping: float
     v: torch.Tensor | None
+    weights: torch.Tensor
 
 
 def _subsample(
@@ -510,7 +513,7 @@ def hypergradient(
     finally:
         module.train(was_training)
     d = d.double().cpu()
-    weights = d - leave_one_out_baseline(d) if control_variate else d
-    grad = score_function_gradient(simulator, batch.latents, psi, sign * weights)
+    weights = sign * (d - leave_one_out_baseline(d) if control_variate else d)
+    grad = score_function_gradient(simulator, batch.latents, psi, weights)
     norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grad.values()))
-    return Hypergradient(grad, norm, cg_iterations, cg_residual, damping, v)
+    return Hypergradient(grad, norm, cg_iterations, cg_residual, damping, v, weights)

@@ -210,6 +210,10 @@ def test_constructor_rejects_bad_options():
     for bad in (3.0, "0.1,3", (0.1, "3")):
         with pytest.raises(ValueError, match=r"step_scale_range must be \(low, high\)"):
             AutoSimulateSampler(step_scale_range=bad)
+    for bad in ("James-Stein", "none", True, 1.0):
+        with pytest.raises(ValueError, match=r"shrinkage must be one of \(None, 'james_stein'\), "
+                                             r"got " + repr(bad).replace("(", r"\(")):
+            AutoSimulateSampler(shrinkage=bad)
     for bad in (0.05, 3.5, float("nan"), "2", True):
         with pytest.raises(ValueError, match=r"step_scale_init must be a number in step_scale_range "
                                              r"\[0.1, 3.0\], got"):
@@ -316,12 +320,13 @@ def test_fixed_step_when_growth_and_shrink_are_one(gmm2d, monkeypatch):
     assert calls == [(0.1, False)] * 3
 
 
-@pytest.mark.parametrize("c0", [1.0, 2.0])
-def test_adaptive_step_resumes_in_a_new_sampler_exactly(gmm2d, c0):
+@pytest.mark.parametrize(("c0", "shrinkage"), [(1.0, None), (2.0, None), (1.0, "james_stein")])
+def test_adaptive_step_resumes_in_a_new_sampler_exactly(gmm2d, c0, shrinkage):
     """The step factor and momentum come from the storage: a new sampler instance continuing
-    the study proposes the same ψ as the uninterrupted run (also when c_0 ≠ 1)."""
+    the study proposes the same ψ as the uninterrupted run (also when c_0 ≠ 1, and with the
+    noise-aware shrinkage, whose factor is recomputed from each trial's own data)."""
     options = dict(init=gmm2d.simulator, seed=0, step_growth=1.5, step_shrink=0.5,
-                   step_scale_init=c0)
+                   step_scale_init=c0, shrinkage=shrinkage)
     whole = _study(AutoSimulateSampler("linear", **options))
     whole.optimize(_objective(gmm2d), n_trials=5)
     storage = optuna.storages.InMemoryStorage()
@@ -329,7 +334,7 @@ def test_adaptive_step_resumes_in_a_new_sampler_exactly(gmm2d, c0):
     _study(AutoSimulateSampler("linear", **options), storage, "r").optimize(objective, n_trials=3)
     resumed = _study(AutoSimulateSampler("linear", **options), storage, "r")
     resumed.optimize(objective, n_trials=2)
-    for key in ("step_scale", "psi_next", "val_loss"):
+    for key in ("step_scale", "psi_next", "val_loss", "shrinkage", "wald", "score_rank"):
         assert [t.system_attrs[KEY + key] for t in resumed.trials] == [
             t.system_attrs[KEY + key] for t in whole.trials]
     assert len({t.system_attrs[KEY + "step_scale"] for t in whole.trials}) > 1  # it did adapt
@@ -499,3 +504,68 @@ def test_best_params_recommends_an_evaluated_psi_of_the_chain(gmm2d):
     best = max(study.trials, key=lambda t: t.value)
     assert AutoSimulateSampler.best_params(study) == best.params
     assert AutoSimulateSampler.current_params(study) == study.trials[-1].system_attrs[KEY + "psi_next"]
+
+
+def _planted_weights(monkeypatch, signal: float):
+    """Replace every trial's Eq. 11 weights by w = signal · S_u β + ε (ε ~ N(0, 1) drawn
+    independently of the latents, seeded by the trial's data seed; β fixed) and its gradient by
+    (1/K) Σ_k ∇_ψ log q_ψ(s_k) w_k, as :func:`hypergradient` would return them: ``signal`` = 0
+    is a hypergradient that is pure noise."""
+    import dataclasses
+
+    import samplers.autosimulate as autosimulate
+    from samplers.autosimulate import score_rows
+    from samplers.hypergradient import score_function_gradient, score_matrix
+
+    real = autosimulate.hypergradient
+
+    def hypergradient(module, simulator, psi, batch, *args, **kwargs):
+        result = real(module, simulator, psi, batch, *args, **kwargs)
+        rows = score_rows(simulator.space, score_matrix(simulator, batch.latents, psi))
+        rng = np.random.default_rng([kwargs["seed"], 7])
+        beta = np.linspace(-1.0, 1.0, rows.shape[1])
+        w = torch.as_tensor(signal * rows @ beta + rng.standard_normal(len(rows)))
+        grad = score_function_gradient(simulator, batch.latents, psi, w)
+        return dataclasses.replace(result, grad=grad, weights=w)
+
+    monkeypatch.setattr(autosimulate, "hypergradient", hypergradient)
+
+
+def _first_move(gmm2d, shrinkage, seed):
+    """The first trial's move of ψ in box coordinates u, and the trial."""
+    space = gmm2d.simulator.space
+    low, high = space.bounds()
+    study = _study(AutoSimulateSampler("linear", init=gmm2d.simulator, seed=0, step_size=0.05,
+                                       shrinkage=shrinkage))
+    study.optimize(_objective(gmm2d, n_samples=200, seed=seed), n_trials=1)
+    trial = study.trials[0]
+    start = (space.to_flat(space.from_params(trial.params)) - low) / (high - low)
+    nxt = (np.array([trial.system_attrs[KEY + "psi_next"][n] for n in space.flat_names()])
+           - low) / (high - low)
+    assert np.all((nxt > 0) & (nxt < 1))  # not clipped, so the lengths compare exactly
+    return nxt - start, trial
+
+
+@pytest.mark.parametrize("signal", [0.0, 10.0])
+def test_shrinkage_stops_a_pure_noise_step_and_keeps_a_resolved_one(gmm2d, monkeypatch, signal):
+    """Same data and weights, shrinkage off and on: the first move with it on is exactly ρ times
+    the move without (ρ stored on the trial). With a hypergradient that is pure noise the moves
+    shrink to a small fraction on average over data sets and to nothing on most of them; with a
+    strongly resolved one they stay (ρ > 0.9)."""
+    _planted_weights(monkeypatch, signal)
+    ratios = []
+    for seed in range(8):
+        off, trial_off = _first_move(gmm2d, None, seed)
+        on, trial_on = _first_move(gmm2d, "james_stein", seed)
+        rho = trial_on.system_attrs[KEY + "shrinkage"]
+        assert trial_off.system_attrs[KEY + "shrinkage"] == 1.0
+        assert trial_on.system_attrs[KEY + "wald"] == pytest.approx(trial_off.system_attrs[KEY + "wald"])
+        assert trial_on.system_attrs[KEY + "score_rank"] == gmm2d.simulator.space.dim
+        assert np.linalg.norm(off) > 1e-3
+        np.testing.assert_allclose(on, rho * off, rtol=1e-6, atol=1e-12)
+        ratios.append(np.linalg.norm(on) / np.linalg.norm(off))
+    if signal == 0.0:
+        assert np.mean(ratios) < 0.25, ratios
+        assert sum(r == 0.0 for r in ratios) >= 4, ratios
+    else:
+        assert min(ratios) > 0.9, ratios

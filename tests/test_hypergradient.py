@@ -15,6 +15,8 @@ from samplers.autosimulate import (
     descend,
     fisher_information,
     natural_gradient,
+    score_rows,
+    wald_shrinkage,
 )
 from samplers.hypergradient import (
     HessianVectorProduct,
@@ -285,11 +287,13 @@ def test_quadratic_hypergradient_matches_bilevel_gradient_of_ridge_regression():
     assert float((mean - true).norm()) < 0.2 * float(true.norm())
 
 
+@pytest.mark.parametrize("shrinkage", [False, True])
 @pytest.mark.parametrize("method", ["quadratic", "linear"])
-def test_sampler_steps_descend_the_true_bilevel_objective_of_ridge_regression(method):
+def test_sampler_steps_descend_the_true_bilevel_objective_of_ridge_regression(method, shrinkage):
     """The sampler's step (samplers.autosimulate.descend: sign, units of ψ, step rule) applied to
     the estimated hypergradient lowers the true L_val(θ*(ψ)), with θ retrained exactly (closed
-    form) at every ψ."""
+    form) at every ψ; also with each step shrunk by its James–Stein factor, as the sampler's
+    ``shrinkage="james_stein"`` does."""
     sim, model = _GaussianInputs(), _Ridge()
     xv, yv = _ridge_val_set()
     psi, m, v = sim.init_psi(), np.zeros(sim.space.dim), 0.0
@@ -304,7 +308,9 @@ def test_sampler_steps_descend_the_true_bilevel_objective_of_ridge_regression(me
         batch = sim.simulate(psi, 4000, seed=t)
         result = hypergradient(model, sim, psi, batch, (xv, yv), method, hessian_samples=None)
         scores = score_matrix(sim, batch.latents, psi)
-        flat, m, v = descend(sim.space, psi, result.grad, scores, m, v, t, STEP_SIZE)
+        rho = wald_shrinkage(score_rows(sim.space, scores), result.weights.numpy()).factor
+        flat, m, v = descend(sim.space, psi, result.grad, scores, m, v, t, STEP_SIZE,
+                             shrink_factor=rho if shrinkage else 1.0)
         psi = sim.space.from_flat(flat)
         losses.append(true_loss(psi))
     best = _ridge_best_val_loss(xv, yv, sim)
@@ -563,3 +569,81 @@ def test_natural_gradient_ignores_directions_that_do_not_change_q():
     direction, sq_norm = natural_gradient(grad_u, fisher)
     assert abs(direction[:3].sum()) < 1e-6 * np.abs(direction[:3]).max()
     assert sq_norm > 0 and np.isfinite(direction).all()
+
+
+# -- the noise of one trial's natural gradient (samplers.autosimulate.wald_shrinkage) -----------
+
+def _regression_data(k: int, p: int, seed: int):
+    """Correlated, non-centred scores of very different scales (K × p)."""
+    rng = np.random.default_rng(seed)
+    mix = rng.normal(size=(p, p)) + 2 * np.eye(p)
+    return (rng.standard_t(5, size=(k, p)) @ mix + 0.3) * np.logspace(-1, 1, p), rng
+
+
+def test_wald_statistic_equals_a_dense_least_squares_fit():
+    """W = ‖Pw‖² / (‖w − Pw‖² / (K − p)) from numpy's least-squares fit of w on the scores."""
+    for seed, scale in enumerate((0.0, 0.01, 0.3)):
+        s, rng = _regression_data(150, 5, seed)
+        w = scale * 10 * s @ (rng.normal(size=5) / np.linalg.norm(s, axis=0)) + rng.normal(size=150)
+        coef, residual, rank, _ = np.linalg.lstsq(s, w, rcond=None)
+        fitted = s @ coef
+        wald = float(fitted @ fitted) / (float(residual[0]) / (150 - rank))
+        result = wald_shrinkage(s, w)
+        assert result.rank == rank == 5
+        assert result.wald == pytest.approx(wald, rel=1e-9)
+        assert result.factor == pytest.approx(max(0.0, 1.0 - 5 / wald), rel=1e-9)
+
+
+def test_natural_gradient_is_the_regression_of_the_weights_on_the_scores():
+    """Hypergradient.weights are Eq. 11's weights as used: the gradient is the mean of score ×
+    weight, the natural gradient F_u⁺ ∂L̃/∂u is their least-squares coefficient on the scores
+    (module docstring of samplers.autosimulate), and K · its squared Fisher length is ‖Pw‖²."""
+    sim, model = _GaussianInputs(), _Ridge()
+    psi = sim.init_psi()
+    batch = sim.simulate(psi, 400, seed=3)
+    for method in ("linear", "no_val"):
+        result = hypergradient(model, sim, psi, batch, _ridge_val_set(), method)
+        rows = score_rows(sim.space, score_matrix(sim, batch.latents, psi))
+        w = result.weights.numpy()
+        low, high = sim.space.bounds()
+        grad_u = sim.space.to_flat(result.grad) * (high - low)
+        np.testing.assert_allclose(grad_u, rows.T @ w / len(w), rtol=1e-4, atol=1e-7)
+        direction, sq_norm = natural_gradient(rows.T @ w / len(w), rows.T @ rows / len(w))
+        coef, residual, _, _ = np.linalg.lstsq(rows, w, rcond=None)
+        np.testing.assert_allclose(direction, coef, rtol=1e-6, atol=1e-9)
+        fitted = rows @ coef
+        assert len(w) * sq_norm == pytest.approx(float(fitted @ fitted), rel=1e-6)
+
+
+def test_wald_statistic_is_chi_square_under_the_null_and_shrinkage_vanishes_without_signal():
+    """w independent of the scores: W's mean over many draws is p (K − p)/(K − p − 2), the mean
+    of p · F(p, K − p) ≈ χ²_p, and ρ = 0 in most draws (P(F ≤ 1) ≈ 0.6 for p = 4); with a strong
+    planted linear signal ρ → 1."""
+    k, p = 100, 4
+    walds, factors = [], []
+    for seed in range(2000):
+        s, rng = _regression_data(k, p, seed)
+        w = rng.standard_t(6, size=k) * (1 + rng.random(k))  # noise, not Gaussian
+        result = wald_shrinkage(s, w)
+        walds.append(result.wald)
+        factors.append(result.factor)
+    assert np.mean(walds) == pytest.approx(p * (k - p) / (k - p - 2), abs=0.25)
+    assert np.mean(np.array(factors) == 0.0) > 0.5
+    assert np.mean(factors) < 0.2
+    for seed in range(20):
+        s, rng = _regression_data(k, p, seed)
+        w = 30 * s @ (rng.normal(size=p) / np.linalg.norm(s, axis=0)) + rng.normal(size=k)
+        assert wald_shrinkage(s, w).factor > 0.95
+
+
+def test_wald_shrinkage_edge_cases():
+    s = np.array([[1.0, 1.0], [2.0, 2.0], [-1.0, -1.0]])  # rank 1: q changes along one direction
+    def fields(r):
+        return r.factor, r.wald, r.rank
+
+    assert fields(wald_shrinkage(s, np.array([1.0, 2.0, -1.0]))) == (1.0, math.inf, 1)  # exact fit
+    assert wald_shrinkage(s, np.zeros(3)).factor == 0.0
+    assert fields(wald_shrinkage(np.zeros((3, 2)), np.ones(3))) == (0.0, 0.0, 0)
+    assert wald_shrinkage(s[:1], np.array([1.0])).factor == 1.0  # K ≤ p: no noise estimate
+    with pytest.raises(ValueError, match=r"scores_u must be \(K, p\) with K = len\(weights\) = 2"):
+        wald_shrinkage(s, np.ones(2))
