@@ -70,6 +70,11 @@ def main() -> None:
     parser.add_argument("--select-every", type=int, default=MetaSimConfig.select_every,
                         help="score the continued restart on the held-out part every this many "
                         "iterations and keep the best G_θ (MetaSimConfig.select_every; 0: off)")
+    parser.add_argument("--score-samples", type=int, default=None,
+                        help="simulated examples the scoring model of every row trains on, references "
+                        "included (MetaSimConfig.score_samples; default: the problem's eval_n_samples)")
+    parser.add_argument("--score-epochs", type=int, default=None,
+                        help="its epochs (MetaSimConfig.score_epochs; default: the problem's eval_epochs)")
     parser.add_argument("--seed-offset", type=int, default=0,
                         help="first seed (selection runs: seeds other than the record's 0-2)")
     parser.add_argument("--no-docs", action="store_true", help="do not copy the plots to docs/")
@@ -94,7 +99,8 @@ def main() -> None:
                            task_sigma=args.task_sigma,
                            spsa=tuple(args.spsa.split(",")) if args.spsa else (),
                            spsa_directions=args.spsa_directions, holdout=args.holdout,
-                           select_every=args.select_every)
+                           select_every=args.select_every, score_samples=args.score_samples,
+                           score_epochs=args.score_epochs)
     run_metasim(args.problem, modes, seeds, config, out=args.out, jobs=args.jobs)
     psi90 = problem.simulator.init_psi()
     psi90["rotation"] = torch.tensor(90.0)
@@ -104,7 +110,8 @@ def main() -> None:
     }
     rows = []
     for name, source in references.items():
-        tests = [problem.score(source, seed)["test"] for seed in seeds]
+        tests = [problem.score(source, seed, n_samples=args.score_samples, epochs=args.score_epochs)["test"]
+                 for seed in seeds]
         rows.append((name, *mean_std(tests)))
     print(f"\ntotal {time.perf_counter() - start:.0f} s\n")
     print(Path(args.out, "report.md").read_text())

@@ -642,3 +642,19 @@ def test_within_class_spreads_pool_the_variance_within_each_class():
     assert spreads["u"][1] == pytest.approx(expected, rel=1e-5)
     pooled = transformed_spreads(sim, MU0, seed=5, n=60)
     assert pooled["u"][1] == pytest.approx(float(np.sqrt(s.var(0, ddof=1).mean())), rel=1e-5)
+
+
+def test_score_samples_and_epochs_set_every_scoring_model_of_a_run(small_gmm2d):
+    from simsearch.metasim import MetaSimConfig, run_metasim
+
+    config = MetaSimConfig(iterations=2, batch_size=32, pretrain_steps=5, restarts=1, score_samples=120,
+                           score_epochs=1)
+    result = run_metasim(small_gmm2d, modes=("mmd",), seeds=(0,), config=config, out=None, log=None)
+    default = result["runs"][0]
+    psi = small_gmm2d.simulator.init_psi()
+    resized = small_gmm2d.score(psi, 0, n_samples=120, epochs=1)
+    assert (default["val"], default["test"]) == (resized["val"], resized["test"])
+    assert (default["val"], default["test"]) != tuple(small_gmm2d.score(psi, 0)[k] for k in ("val", "test"))
+    for name, bad in (("score_samples", 0), ("score_epochs", 1.5), ("score_samples", True)):
+        with pytest.raises(ValueError, match=rf"{name}: expected an int >= 1 or None .*, got {bad!r}"):
+            run_metasim(small_gmm2d, config=MetaSimConfig(**{name: bad}), out=None, log=None)
