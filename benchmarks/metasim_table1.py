@@ -12,6 +12,11 @@ Writes the runner's report and sample grids to ``--out`` and copies the grids to
 
     .venv/bin/python benchmarks/metasim_table1.py --problem digits-rot-textures --jobs 3 \
         --out out/metasim-textures
+
+``--score-samples/--score-epochs`` set the scoring model's training set and epochs for every row,
+references included (``MetaSimConfig.score_samples``). The ``digits-rot`` record (BENCHMARKS.md,
+issue 8) uses ``--score-samples 16000 --score-epochs 6``, chosen on the selection seeds' validation
+accuracy with ``benchmarks/metasim_scorer_size.py``; it is reported beside the 2,000 × 6 default.
 """
 
 from __future__ import annotations
