@@ -6,6 +6,9 @@ M and ξ per seed, reward = real validation accuracy). The best ψ of each study
 row of ``benchmarks/metasim_table1.py`` is: a fresh CNN trained on ``eval_n_samples`` digits from
 that ψ (``problem.score``), tested once on the 500 real test digits; its MMD² to the real validation
 inputs is measured as in the Meta-Sim runner (:func:`simsearch.metasim.gap_to_real`).
+``--score-samples`` / ``--score-epochs`` score the same best ψ a second time with a CNN trained on
+that many samples for that many epochs (``metasim_table1.py``'s options of the same names, issue 8's
+record of 2026-12-05), printed as a second test column beside the problem's own protocol.
 
     .venv/bin/python benchmarks/metasim_samplers.py --trials 20 --out out/metasim-samplers
 """
@@ -34,6 +37,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--out", default="out/metasim-samplers")
+    parser.add_argument("--score-samples", type=int, default=None,
+                        help="also score the best ψ with a CNN trained on this many samples")
+    parser.add_argument("--score-epochs", type=int, default=None,
+                        help="... for this many epochs (default: the problem's eval_epochs)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
@@ -47,18 +54,25 @@ def main() -> None:
     print(f"\n{args.problem}: {args.trials} trials × M = {problem.n_samples}, ξ = {problem.epochs} per "
           f"study; best ψ scored with {problem.eval_n_samples} samples × {problem.eval_epochs} epochs; "
           f"{time.perf_counter() - start:.0f} s in all\n")
+    rescore = args.score_samples is not None or args.score_epochs is not None
+    size = (args.score_samples or problem.eval_n_samples, args.score_epochs or problem.eval_epochs)
+    extra = f" Test, {size[0]} × {size[1]} (%) | per seed |" if rescore else ""
     print("| Method | Time to best (s) | Images (to best / total) | rotation of best ψ (°) | MMD² "
-          "| Test accuracy (%) | per seed |")
-    print("|---|---|---|---|---|---|---|")
+          f"| Test accuracy (%) | per seed |{extra}")
+    print("|---|---|---|---|---|---|---|" + ("---|---|" if rescore else ""))
     for sampler in args.samplers.split(","):
         studies = sorted((s for s in result.studies if s["sampler"] == sampler), key=lambda s: s["seed"])
-        rotations, gaps = [], []
+        rotations, gaps, rescored = [], [], []
         for s in studies:
             study = optuna.load_study(study_name=s["study"], storage=result.settings.url(result.out))
             psi = problem.simulator.space.from_params(study.best_trial.params)
             rotations.append(float(psi["rotation"]))
             gaps.append(gap_to_real(problem, problem.simulator, psi, s["seed"]))
+            if rescore:
+                score = problem.score(psi, s["seed"], n_samples=size[0], epochs=size[1])
+                rescored.append(100 * score["test"])
         tests = [100 * s["test"] for s in studies]
+        per_seed = ", ".join(f"{t:.1f}" for t in rescored)
 
         def cell(values: list[float], fmt: str) -> str:
             mean, std = mean_std(values)
@@ -67,7 +81,8 @@ def main() -> None:
         print(f"| {sampler} | {cell([s['time_to_best_s'] for s in studies], '.0f')} "
               f"| {cell([s['images_to_best'] for s in studies], '.0f')} / "
               f"{studies[0]['images_total']} | {', '.join(f'{r:.0f}' for r in rotations)} "
-              f"| {cell(gaps, '.3f')} | {cell(tests, '.1f')} | {', '.join(f'{t:.1f}' for t in tests)} |")
+              f"| {cell(gaps, '.3f')} | {cell(tests, '.1f')} | {', '.join(f'{t:.1f}' for t in tests)} |"
+              + (f" {cell(rescored, '.1f')} | {per_seed} |" if rescore else ""))
 
 
 if __name__ == "__main__":
