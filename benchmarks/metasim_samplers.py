@@ -30,6 +30,13 @@ from simsearch.metasim import gap_to_real
 from simsearch.problems import mean_std
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problem", default="digits-rot")
@@ -37,9 +44,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--out", default="out/metasim-samplers")
-    parser.add_argument("--score-samples", type=int, default=None,
+    parser.add_argument("--score-samples", type=_positive_int, default=None,
                         help="also score the best ψ with a CNN trained on this many samples")
-    parser.add_argument("--score-epochs", type=int, default=None,
+    parser.add_argument("--score-epochs", type=_positive_int, default=None,
                         help="... for this many epochs (default: the problem's eval_epochs)")
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -658,3 +658,19 @@ def test_score_samples_and_epochs_set_every_scoring_model_of_a_run(small_gmm2d):
     for name, bad in (("score_samples", 0), ("score_epochs", 1.5), ("score_samples", True)):
         with pytest.raises(ValueError, match=rf"{name}: expected an int >= 1 or None .*, got {bad!r}"):
             run_metasim(small_gmm2d, config=MetaSimConfig(**{name: bad}), out=None, log=None)
+
+
+def test_score_epochs_leave_the_search_unchanged(small_gmm2d):
+    # features="val" trains φ for the problem's eval_epochs: the scoring options must not reach it,
+    # so G_θ (its MMD² to the real inputs) is the same while the mode's scores are the resized model's
+    from simsearch.metasim import MetaSimConfig, run_metasim
+
+    def run(**score):
+        config = MetaSimConfig(iterations=2, batch_size=32, pretrain_steps=5, restarts=1, features="val",
+                               **score)
+        return run_metasim(small_gmm2d, modes=("mmd",), seeds=(0,), config=config, out=None,
+                           log=None)["runs"][1]
+
+    plain, resized = run(), run(score_samples=120, score_epochs=1)
+    assert resized["mmd2"] == plain["mmd2"]
+    assert (resized["val"], resized["test"]) != (plain["val"], plain["test"])
