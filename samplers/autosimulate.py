@@ -463,7 +463,13 @@ class AutoSimulateSampler(BaseSampler):
             c_0 / cap ∈ {1 / 3, 10 / 10} × {off, on}; its margin over ``None`` there was within
             the noise (mean gain +0.0005 / −0.0065 / +0.121 against −0.0010 / −0.0060 / +0.118),
             and on digits ρ was mostly 0.8–0.98: the within-data-set noise it measures is small
-            next to the noise across data sets (BENCHMARKS.md, issue 5).
+            next to the noise across data sets (BENCHMARKS.md, issue 5). Record with these
+            defaults (seeds 0–2, 2026-12-05): on traffic-count the linear and exact-quadratic
+            variants end above TPE and REINFORCE (−0.283 / −0.340 against −0.427 / −0.371) and
+            reach 95 % of REINFORCE's final value with 5,000 images against its 15,000, but the
+            issue's verdict, against the best final value of any sampler, is inconclusive (they
+            reach it at 17,000, the black-box samplers not at all); on digits every variant
+            still ends below its start (0.810–0.874 against 0.901); gmm2d stays at its start.
         theta: restrict θ to some parameters of the model (names / prefixes / predicate; Table 5
             "frozen layers"); default all trainable parameters.
         damping, cg_tol, cg_max_iter: λ, relative tolerance and iteration cap of the CG solve
