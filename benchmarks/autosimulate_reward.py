@@ -26,10 +26,10 @@ at the declared ψ and "reach" such a target with their first recommendation.
 The AutoSimulate variants descend the mean validation loss of ``--val-loss``: ``train`` is the
 model's own training loss l (the paper's Eq. 1a; cross-entropy for the classifiers),
 ``expected_error`` is 1 − p(y | x), the smooth stand-in for the error rate
-(:func:`samplers.hypergradient.expected_error`). ``--shrinkage james_stein`` multiplies each
-AutoSimulate step by the James–Stein factor ρ of its Wald statistic
-(:func:`samplers.autosimulate.wald_shrinkage`); the checkpoints record every step's ρ beside its
-length factor. Samplers can be run in separate processes
+(:func:`samplers.hypergradient.expected_error`). Each AutoSimulate step is multiplied by the
+James–Stein factor ρ of its Wald statistic (:func:`samplers.autosimulate.wald_shrinkage`; the
+sampler's default since 2026-12-05, ``--shrinkage none`` turns it off); the checkpoints record
+every step's ρ beside its length factor. Samplers can be run in separate processes
 (``--samplers``, ``--out``) and their JSON results tabulated together with ``--load``, also with
 different ``--trials`` (a black-box sampler run longer, to measure how many images it needs when
 it does not reach the target within the AutoSimulate runs' budget; the curves are then tabulated

@@ -569,3 +569,11 @@ def test_shrinkage_stops_a_pure_noise_step_and_keeps_a_resolved_one(gmm2d, monke
         assert sum(r == 0.0 for r in ratios) >= 4, ratios
     else:
         assert min(ratios) > 0.9, ratios
+
+
+@pytest.mark.parametrize("bad", [-0.5, 1.5, float("nan")])
+def test_descend_refuses_a_shrink_factor_outside_0_1(bad):
+    from samplers.autosimulate import descend
+
+    with pytest.raises(ValueError, match=r"shrink_factor must be in \[0, 1\].*got"):
+        descend(None, {}, {}, {}, np.zeros(1), 0.0, 1, 0.1, shrink_factor=bad)
