@@ -9,7 +9,9 @@ every run (warm-up) is dropped. Beside the wall-clock duration, each trial's CPU
 process (``time.process_time`` between the ends of consecutive trials), which other processes on
 a shared machine disturb less. With ``--repeats R`` the whole set of rows is run R times in turn
 (no hook, then every variant), so that a change of the machine's load falls on all rows alike;
-each cell is then the median over the R repeats.
+each cell is then the median over the R repeats. ``--chunk-sizes`` runs every variant at each
+given ``chunk_size`` (samples per pass of g_val and of the d_k's JVP), e.g. the default beside
+one pass over all M samples.
 
     .venv/bin/python benchmarks/autosimulate_cost.py --problem traffic-count --trials 6
 """
@@ -26,13 +28,14 @@ import optuna
 import torch
 
 from samplers.autosimulate import AutoSimulateSampler
-from samplers.hypergradient import METHODS
+from samplers.hypergradient import CHUNK_SIZE, METHODS
 from simsearch.problems import get
 
 
-def _run(problem, method: str, trials: int, seed: int, hook: bool) -> dict[str, float]:
+def _run(problem, method: str, trials: int, seed: int, hook: bool,
+         chunk_size: int = CHUNK_SIZE) -> dict[str, float]:
     objective = problem.objective(accumulate=True, seed=seed)
-    sampler = AutoSimulateSampler(method, init=problem.simulator, seed=seed)
+    sampler = AutoSimulateSampler(method, init=problem.simulator, seed=seed, chunk_size=chunk_size)
     if not hook:
         sampler.observe_training = None  # the objective calls no hook: ψ stays at the start point
     study = optuna.create_study(direction=objective.direction, sampler=sampler,
@@ -59,6 +62,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1,
                         help="run all rows this many times in turn; cells are medians over them")
+    parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[CHUNK_SIZE],
+                        help="run every variant at each of these chunk_size values (samples per "
+                             "pass of g_val and the d_k; one larger than M = one pass)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -72,9 +78,11 @@ def main() -> None:
     for _ in range(args.repeats):
         rows.setdefault("no hook", []).append(_run(problem, "quadratic", args.trials, args.seed,
                                                    hook=False))
-        for method in METHODS:
-            rows.setdefault(method, []).append(_run(problem, method, args.trials, args.seed,
-                                                    hook=True))
+        for chunk_size in args.chunk_sizes:
+            for method in METHODS:
+                label = method if args.chunk_sizes == [CHUNK_SIZE] else f"{method}, chunk {chunk_size}"
+                rows.setdefault(label, []).append(_run(problem, method, args.trials, args.seed,
+                                                       hook=True, chunk_size=chunk_size))
     base = rows.pop("no hook")
     print("| run | median trial s | median CPU s | median hook s | median CG products "
           "| ratio to no hook (wall) | ratio (CPU) |")

@@ -122,7 +122,15 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from samplers.hypergradient import METHODS, ThetaSelector, ValLoss, hypergradient, score_matrix
+from samplers.hypergradient import (
+    CHUNK_SIZE,
+    METHODS,
+    ThetaSelector,
+    ValLoss,
+    check_chunk_size,
+    hypergradient,
+    score_matrix,
+)
 from simsearch.parameters import ParameterSpace
 from simsearch.simulator import BaseSimulator
 
@@ -498,6 +506,8 @@ class AutoSimulateSampler(BaseSampler):
             training loss l, Eq. 1a); e.g. :func:`samplers.hypergradient.expected_error` for a
             classifier scored by accuracy.
         control_variate: subtract a leave-one-out baseline from the d_k.
+        chunk_size: samples per pass of the d_k's JVP (:data:`samplers.hypergradient.
+            CHUNK_SIZE`; time and memory only, the values do not change).
         seed: seeds the jitter of concurrent proposals and the fallback sampler.
         independent_sampler: samples what AutoSimulate does not model (categorical parameters,
             parameters that are not simulator parameters); default ``RandomSampler(seed)``.
@@ -527,6 +537,7 @@ class AutoSimulateSampler(BaseSampler):
         val_samples: int | None = None,
         val_loss: ValLoss | None = None,
         control_variate: bool = True,
+        chunk_size: int = CHUNK_SIZE,
         seed: int | None = None,
         independent_sampler: BaseSampler | None = None,
     ) -> None:
@@ -559,6 +570,7 @@ class AutoSimulateSampler(BaseSampler):
             raise ValueError(f"cg_tol must be > 0, got {cg_tol!r}")
         if isinstance(cg_max_iter, bool) or not isinstance(cg_max_iter, int) or cg_max_iter < 1:
             raise ValueError(f"cg_max_iter must be an int >= 1, got {cg_max_iter!r}")
+        check_chunk_size(chunk_size)
         self.method, self.step_size, self.betas = method, float(step_size), tuple(betas)
         self.shrinkage = shrinkage
         self.step_growth, self.step_shrink = float(step_growth), float(step_shrink)
@@ -566,7 +578,8 @@ class AutoSimulateSampler(BaseSampler):
         self.step_scale_init = float(step_scale_init)
         self.options = dict(theta=theta, damping=damping, cg_tol=cg_tol, cg_max_iter=cg_max_iter,
                             hessian_samples=hessian_samples, val_samples=val_samples,
-                            val_loss=val_loss, control_variate=control_variate)
+                            val_loss=val_loss, control_variate=control_variate,
+                            chunk_size=chunk_size)
         self.warm_start = warm_start
         self._init = _init_params(init)
         self._seed = seed

@@ -197,6 +197,9 @@ def test_constructor_rejects_bad_options():
         AutoSimulateSampler(step_size=0.0)
     with pytest.raises(ValueError, match="cg_max_iter"):
         AutoSimulateSampler(cg_max_iter=0)
+    for bad in (0, 64.0, False):
+        with pytest.raises(ValueError, match=f"chunk_size must be an int >= 1, got {bad!r}"):
+            AutoSimulateSampler(chunk_size=bad)
     with pytest.raises(TypeError, match="init must be"):
         AutoSimulateSampler(init=3.0)
     with pytest.raises(ValueError, match=r"step_growth must be a finite number >= 1, got 0.9"):

@@ -19,6 +19,7 @@ from samplers.autosimulate import (
     wald_shrinkage,
 )
 from samplers.hypergradient import (
+    METHODS,
     HessianVectorProduct,
     _levenberg_solve,
     conjugate_gradient,
@@ -131,13 +132,14 @@ def test_hvp_matches_explicit_hessian(theta):
     torch.testing.assert_close(hvp(2 * u), 2 * (hess @ u), rtol=1e-9, atol=1e-12)  # reusable
 
 
-def test_directional_derivatives_match_per_sample_gradients():
+@pytest.mark.parametrize("chunk_size", [128, 5, 1])
+def test_directional_derivatives_match_per_sample_gradients(chunk_size):
     module = _Mlp(1)
     x, y = _data(17)
     params = select_parameters(module)
     dim = sum(p.numel() for p in params.values())
     v = torch.randn(dim, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    d = directional_derivatives(module, params, x, y, v)
+    d = directional_derivatives(module, params, x, y, v, chunk_size)
     expected = []
     for k in range(len(x)):
         loss = module.per_sample_loss(x[k : k + 1], y[k : k + 1]).sum()
@@ -417,6 +419,26 @@ def test_variants_refuse_bad_input():
         hypergradient(_Ridge(), gsim, gsim.init_psi(), gbatch, (gbatch.x, gbatch.y), "cubic")
     with pytest.raises(TypeError, match="per_sample_loss"):
         hypergradient(torch.nn.Linear(2, 1), gsim, gsim.init_psi(), gbatch, (gbatch.x, gbatch.y))
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match=f"chunk_size must be an int >= 1, got {bad!r}"):
+            hypergradient(_Ridge(), gsim, gsim.init_psi(), gbatch, (gbatch.x, gbatch.y),
+                          chunk_size=bad)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_chunks_leave_the_hypergradient_unchanged(method):
+    """The d_k and no_val's losses in chunks of 7 (uneven: 60 = 8 × 7 + 4) give the values of
+    one pass."""
+    sim = _GaussianInputs()
+    psi = sim.init_psi()
+    batch = sim.simulate(psi, 60, seed=1)
+    val = sim.simulate({"mu": torch.tensor([1.0, 0.0]), "log_sigma": torch.zeros(2)}, 30, seed=2)
+    model = _Ridge()
+    whole, chunked = (hypergradient(model, sim, psi, batch, (val.x, val.y), method, chunk_size=c)
+                      for c in (1000, 7))
+    torch.testing.assert_close(chunked.weights, whole.weights, rtol=1e-10, atol=1e-12)
+    for name in whole.grad:
+        torch.testing.assert_close(chunked.grad[name], whole.grad[name], rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("method", ["approx_quadratic", "linear", "no_val"])
