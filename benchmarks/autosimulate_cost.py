@@ -10,7 +10,7 @@ process (``time.process_time`` between the ends of consecutive trials), which ot
 a shared machine disturb less. With ``--repeats R`` the whole set of rows is run R times in turn
 (no hook, then every variant), so that a change of the machine's load falls on all rows alike;
 each cell is then the median over the R repeats. ``--chunk-sizes`` runs every variant at each
-given ``chunk_size`` (samples per pass of g_val and of the d_k's JVP), e.g. the default beside
+given ``chunk_size`` (samples per pass of the d_k's JVP), e.g. the default beside
 one pass over all M samples.
 
     .venv/bin/python benchmarks/autosimulate_cost.py --problem traffic-count --trials 6
@@ -64,7 +64,7 @@ def main() -> None:
                         help="run all rows this many times in turn; cells are medians over them")
     parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[CHUNK_SIZE],
                         help="run every variant at each of these chunk_size values (samples per "
-                             "pass of g_val and the d_k; one larger than M = one pass)")
+                             "pass of the d_k's JVP; one larger than M = one pass)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -68,8 +68,8 @@ METHODS = ("quadratic", "approx_quadratic", "linear", "no_val")
 
 #: Samples per pass of the d_k's JVP (and of no_val's losses). Chunks keep a CNN's activations
 #: small enough for the CPU's caches: on traffic-count (1,000 images of 64 × 64) the exact-
-#: quadratic hook took 0.58 s in chunks of 128 against 1.09 s in one pass, and the trial 1.55×
-#: a trial without the hook instead of 2.03× (BENCHMARKS.md, issue 5, "Chunked JVP"). Each d_k
+#: quadratic hook took 0.58 s in chunks of 128 against 0.97 s in one pass, and the trial 1.61×
+#: a trial without the hook instead of 1.87× (BENCHMARKS.md, issue 5, "Chunked JVP"). Each d_k
 #: depends on sample k only (eval mode), so the values do not change.
 CHUNK_SIZE = 128
 
