@@ -219,7 +219,7 @@ def test_constructor_rejects_bad_options():
             AutoSimulateSampler(shrinkage=bad)
     for bad in (0.05, 3.5, float("nan"), "2", True):
         with pytest.raises(ValueError, match=r"step_scale_init must be a number in step_scale_range "
-                                             r"\[0.1, 3.0\], got"):
+                                             r"\[0.1, 1.0\], got"):
             AutoSimulateSampler(step_scale_init=bad)
     with pytest.raises(ValueError, match=r"step_scale_init .* \[0.5, 2\], got 3"):
         AutoSimulateSampler(step_scale_range=(0.5, 2), step_scale_init=3)
@@ -300,7 +300,7 @@ def test_first_step_is_step_scale_init_times_longer(gmm2d):
     moves = {}
     for c0 in (1.0, 2.0):
         study = _study(AutoSimulateSampler("linear", init=gmm2d.simulator, seed=0, step_size=0.05,
-                                           step_scale_init=c0))
+                                           step_scale_range=(0.1, 3.0), step_scale_init=c0))
         study.optimize(_objective(gmm2d), n_trials=1)
         trial = study.trials[0]
         start = (space.to_flat(space.from_params(trial.params)) - low) / (high - low)
@@ -329,7 +329,7 @@ def test_adaptive_step_resumes_in_a_new_sampler_exactly(gmm2d, c0, shrinkage):
     the study proposes the same ψ as the uninterrupted run (also when c_0 ≠ 1, and with the
     noise-aware shrinkage, whose factor is recomputed from each trial's own data)."""
     options = dict(init=gmm2d.simulator, seed=0, step_growth=1.5, step_shrink=0.5,
-                   step_scale_init=c0, shrinkage=shrinkage)
+                   step_scale_range=(0.1, 3.0), step_scale_init=c0, shrinkage=shrinkage)
     whole = _study(AutoSimulateSampler("linear", **options))
     whole.optimize(_objective(gmm2d), n_trials=5)
     storage = optuna.storages.InMemoryStorage()
