@@ -488,14 +488,14 @@ class AutoSimulateSampler(BaseSampler):
             c_0 / cap ∈ {1 / 3, 10 / 10} × {off, on}; its margin over ``None`` there was within
             the noise (mean gain +0.0005 / −0.0065 / +0.121 against −0.0010 / −0.0060 / +0.118),
             and on digits ρ was mostly 0.8–0.98: the within-data-set noise it measures is small
-            next to the noise across data sets (BENCHMARKS.md, issue 5). Record with these
-            defaults (seeds 0–2, 2026-12-05): on traffic-count the linear and exact-quadratic
-            variants end above TPE and REINFORCE (−0.283 / −0.340 against −0.427 / −0.371) and
-            reach 95 % of REINFORCE's final value with 5,000 images against its 15,000; 95 % of
-            the best final value of any sampler (the issue's target, −0.297) they reach at 17,000
-            images, which TPE and REINFORCE, run on to 50,000 images, never reach (best −0.394 /
-            −0.329): the headline holds there with these defaults; on digits every variant
-            still ends below its start (0.810–0.874 against 0.901); gmm2d stays at its start.
+            next to the noise across data sets (BENCHMARKS.md, issue 5). Records on seeds 0–2
+            (BENCHMARKS.md, issue 5): with the cap 3 of 2026-12-05, on traffic-count the linear
+            and exact-quadratic variants ended above TPE and REINFORCE and reached the issue's
+            target (95 % of the best final value) at 17,000 images, which TPE and REINFORCE did
+            not reach in 50,000; with the default cap 1 (2026-12-06) they end at −0.433 against
+            TPE's −0.374 and REINFORCE's −0.396 (the headline is not met; cap 3 on the same seeds
+            and snapshot: linear −0.294). On digits every variant still ends below its start (cap 1:
+            0.854–0.876, cap 3: 0.839–0.866, start 0.901); gmm2d stays at its start.
         theta: restrict θ to some parameters of the model (names / prefixes / predicate; Table 5
             "frozen layers"); default all trainable parameters.
         damping, cg_tol, cg_max_iter: λ, relative tolerance and iteration cap of the CG solve
