@@ -263,7 +263,10 @@ def main() -> None:
     curves = {name: _mean_curve(runs, "val") for name, runs in results.items()}
     if args.score == "accumulated":
         if FIXED not in curves:
-            parser.error(f"--score accumulated needs the reference row: add {FIXED} to --samplers")
+            if not args.load:  # a run split over processes: the reference is in another file
+                print(f"saved; no {FIXED} row here: tabulate with --load beside a run that has it")
+                return
+            parser.error(f"--score accumulated needs the reference row: --load a run with {FIXED}")
         print(f"problem {args.problem}: M={problem.n_samples}, ξ={problem.epochs}, {args.trials} "
               f"trials, {args.seeds} seeds; scored: the accumulated models; reference: {FIXED}")
         reference = dict(zip(curves[FIXED][0], curves[FIXED][1].mean(0), strict=True))
