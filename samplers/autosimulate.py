@@ -38,7 +38,7 @@ after one that did not, within ``step_scale_range`` (:func:`adapt_step_scale`; R
 and a trust region's success test, per study and from the storage; ``"no_val"``, without a
 validation loss, keeps the fixed length), starting from c_0 = ``step_scale_init`` (default 1).
 The default range [0.1, 1] (since 2026-12-06; it was [0.1, 3]) makes the rule a backtracking
-one: a failed step cuts the length, successful ones restore it, never beyond ``step_size``.
+one: a failed step cuts the factor, successful ones restore it, never beyond 1.
 Longer steps gain faster where the start is far from a good ψ (traffic-count) and drift away
 from a good start (digits), where the success test is fooled: L_val falls with the accumulated
 model's own training whatever ψ does. Raise the cap for a start known to be poor.
@@ -467,9 +467,11 @@ class AutoSimulateSampler(BaseSampler):
             digits and gmm2d seeds 10–12. The range (0.1, 1) was chosen among caps 1, 2, 3 on
             seeds 10–15 of all three built-in problems (2026-12-06, by a rule fixed before the
             runs: mean gain over the start ψ ≥ −0.01 on every problem): the only one that held
-            digits' start (mean gain −0.008 against −0.010 at cap 2 and −0.021 at cap 3), at the
+            digits' start (mean gain −0.008 against −0.0103 at cap 2 and −0.021 at cap 3), at the
             price of half the gain on traffic-count (+0.089 against +0.168 and +0.207); with a
-            poor start, ``step_scale_range=(0.1, 3)`` gains faster (BENCHMARKS.md, issue 5).
+            poor start, ``step_scale_range=(0.1, 3)`` gains faster. On the record seeds 0–2 cap 1
+            did not hold digits' start either; it lost about 0.01 less than cap 3, within the
+            noise (BENCHMARKS.md, issue 5).
         step_scale_init: c_0, the factor of the first step (the chain's first trial steps
             ``step_size`` · c_0), in ``step_scale_range``; default 1. With a fixed length (and for
             ``"no_val"``) every step is ``step_size`` · c_0. On traffic-count c_0 = 10 with
@@ -477,7 +479,8 @@ class AutoSimulateSampler(BaseSampler):
             chain then drifted below its start. On seeds 10–12 of all three built-in problems
             (2026-12-04, "One set of defaults") 10 / 10 gained more than 1 / 3 on traffic-count
             and gmm2d but lost more on digits (mean gain −0.067 against −0.012 under
-            :meth:`best_params`), hence the default (BENCHMARKS.md, issue 5).
+            :meth:`best_params`), hence the default (measured with the cap 3 of the time;
+            BENCHMARKS.md, issue 5).
         shrinkage: ``"james_stein"`` (default) or ``None``: multiply each trial's step by
             ρ = max(0, 1 − p/W), W the Wald statistic of its natural gradient
             (:func:`wald_shrinkage`; see the module docstring), or not. ρ, W and p are stored on
@@ -485,7 +488,8 @@ class AutoSimulateSampler(BaseSampler):
             own data, so a resumed study continues identically. The default was chosen on
             seeds 10–12 of gmm2d, digits and traffic-count (2026-12-05, by a rule fixed before
             the runs: rank sum of the mean gain over the start ψ, no problem below −0.01) among
-            c_0 / cap ∈ {1 / 3, 10 / 10} × {off, on}; its margin over ``None`` there was within
+            c_0 / cap ∈ {1 / 3, 10 / 10} × {off, on} (the cap 3 of the time, not rerun at
+            cap 1); its margin over ``None`` there was within
             the noise (mean gain +0.0005 / −0.0065 / +0.121 against −0.0010 / −0.0060 / +0.118),
             and on digits ρ was mostly 0.8–0.98: the within-data-set noise it measures is small
             next to the noise across data sets (BENCHMARKS.md, issue 5). Records on seeds 0–2
@@ -495,7 +499,7 @@ class AutoSimulateSampler(BaseSampler):
             not reach in 50,000; with the default cap 1 (2026-12-06) they end at −0.433 against
             TPE's −0.374 and REINFORCE's −0.396 (the headline is not met; cap 3 on the same seeds
             and snapshot: linear −0.294). On digits every variant still ends below its start (cap 1:
-            0.854–0.876, cap 3: 0.839–0.866, start 0.901); gmm2d stays at its start.
+            0.854–0.876; cap 3, linear and quadratic: 0.839–0.866; start 0.901); gmm2d stays at its start.
         theta: restrict θ to some parameters of the model (names / prefixes / predicate; Table 5
             "frozen layers"); default all trainable parameters.
         damping, cg_tol, cg_max_iter: λ, relative tolerance and iteration cap of the CG solve
