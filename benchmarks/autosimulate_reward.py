@@ -103,14 +103,27 @@ def run_one(problem, name: str, seed: int, trials: int, every: int, val_loss: st
     study = optuna.create_study(direction=objective.direction,
                                 sampler=_sampler(name, problem, seed, val_loss, step),
                                 pruner=optuna.pruners.NopPruner())
-    if accumulated:
-        recommend = {rules[0]: None}
-    elif name in METHODS:
-        recommend = {r: RULES[r] for r in rules}
-    else:
-        recommend = {"best": lambda s: s.best_trial.params}
-    curves: dict[str, list[dict]] = {r: [] for r in recommend}
     scored: dict[tuple, dict[str, float]] = {}
+
+    def fresh_score(recommendation):  # a fresh model on the recommended ψ; None: none yet
+        def score(study: optuna.Study) -> dict[str, float] | None:
+            params = recommendation(study)
+            if params is None:
+                return None
+            key = tuple(sorted(params.items()))
+            if key not in scored:
+                scored[key] = problem.score(problem.simulator.space.from_params(params), seed=seed)
+            return scored[key]
+        return score
+
+    if accumulated:
+        scorers = {rules[0]: lambda _: {"val": model.evaluate(*problem.val),
+                                        "test": model.evaluate(*problem.test)}}
+    elif name in METHODS:
+        scorers = {r: fresh_score(RULES[r]) for r in rules}
+    else:
+        scorers = {"best": fresh_score(lambda s: s.best_trial.params)}
+    curves: dict[str, list[dict]] = {r: [] for r in scorers}
     start = time.perf_counter()
 
     def checkpoint(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -119,18 +132,10 @@ def run_one(problem, name: str, seed: int, trials: int, every: int, val_loss: st
             return
         search_s = time.perf_counter() - start
         images = sum(t.user_attrs.get("images", 0) for t in study.trials)
-        for rule, recommendation in recommend.items():
-            if accumulated:
-                score = {"val": model.evaluate(*problem.val), "test": model.evaluate(*problem.test)}
-            else:
-                params = recommendation(study)
-                if params is None:
-                    continue
-                key = tuple(sorted(params.items()))
-                if key not in scored:
-                    scored[key] = problem.score(problem.simulator.space.from_params(params),
-                                                seed=seed)
-                score = scored[key]
+        for rule, scorer in scorers.items():
+            score = scorer(study)
+            if score is None:
+                continue
             entry = {"trials": done, "images": images, "search_s": search_s, **score}
             if name in METHODS:  # the step-length factor and shrinkage ρ of each step so far
                 entry["step_scale"] = [t.system_attrs.get("autosimulate:step_scale")
