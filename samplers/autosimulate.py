@@ -467,7 +467,7 @@ class AutoSimulateSampler(BaseSampler):
             digits and gmm2d seeds 10–12. The range (0.1, 1) was chosen among caps 1, 2, 3 on
             seeds 10–15 of all three built-in problems (2026-12-06, by a rule fixed before the
             runs: mean gain over the start ψ ≥ −0.01 on every problem): the only one that held
-            digits' start (mean gain −0.008 against −0.0103 at cap 2 and −0.021 at cap 3), at the
+            digits' start (mean gain −0.008 against −0.0105 at cap 2 and −0.021 at cap 3), at the
             price of half the gain on traffic-count (+0.089 against +0.168 and +0.207); with a
             poor start, ``step_scale_range=(0.1, 3)`` gains faster. On the record seeds 0–2 cap 1
             did not hold digits' start either; it lost about 0.01 less than cap 3, within the
