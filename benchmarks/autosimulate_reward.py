@@ -142,6 +142,8 @@ def run_one(problem, name: str, seed: int, trials: int, every: int, val_loss: st
                                        for t in study.trials]
                 entry["shrinkage"] = [t.system_attrs.get("autosimulate:shrinkage")
                                       for t in study.trials]
+                entry["chain_shrinkage"] = [t.system_attrs.get("autosimulate:chain_shrinkage")
+                                            for t in study.trials]
             curves[rule].append(entry)
 
     study.optimize(objective, n_trials=trials, callbacks=[checkpoint])
@@ -198,6 +200,9 @@ def main() -> None:
     parser.add_argument("--shrinkage", choices=("none", "james_stein"), default=None,
                         help="AutoSimulate's shrinkage of each step by the James–Stein factor of its "
                              "Wald statistic (default: the sampler's)")
+    parser.add_argument("--chain-shrinkage", choices=("off", "on"), default=None,
+                        help="AutoSimulate's chain_shrinkage: the James–Stein factor of the chain's "
+                             "mean natural gradient across trials (default: the sampler's)")
     parser.add_argument("--seed-offset", type=int, default=0,
                         help="run seeds offset … offset + seeds − 1 (the records use 0: seeds 0, 1, 2; "
                              "choose settings on other seeds)")
@@ -240,10 +245,12 @@ def main() -> None:
             step["step_scale_range"] = (default.step_scale_range[0], args.step_scale_max)
         if args.shrinkage is not None:
             step["shrinkage"] = None if args.shrinkage == "none" else args.shrinkage
+        if args.chain_shrinkage is not None:
+            step["chain_shrinkage"] = args.chain_shrinkage == "on"
         shown = {"step_size": default.step_size, "step_growth": default.step_growth,
                  "step_shrink": default.step_shrink, "step_scale_range": default.step_scale_range,
                  "step_scale_init": default.step_scale_init, "shrinkage": default.shrinkage,
-                 **step}
+                 "chain_shrinkage": default.chain_shrinkage, **step}
         seeds = range(args.seed_offset, args.seed_offset + args.seeds)
         print(f"AutoSimulate validation loss: {args.val_loss}, "
               + ", ".join(f"{k} {v}" for k, v in shown.items()) + f"; seeds {list(seeds)}")

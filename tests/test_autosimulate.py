@@ -323,13 +323,17 @@ def test_fixed_step_when_growth_and_shrink_are_one(gmm2d, monkeypatch):
     assert calls == [(0.1, False)] * 3
 
 
-@pytest.mark.parametrize(("c0", "shrinkage"), [(1.0, None), (2.0, None), (1.0, "james_stein")])
-def test_adaptive_step_resumes_in_a_new_sampler_exactly(gmm2d, c0, shrinkage):
+@pytest.mark.parametrize(("c0", "shrinkage", "chain"),
+                         [(1.0, None, False), (2.0, None, False), (1.0, "james_stein", False),
+                          (1.0, "james_stein", True)])
+def test_adaptive_step_resumes_in_a_new_sampler_exactly(gmm2d, c0, shrinkage, chain):
     """The step factor and momentum come from the storage: a new sampler instance continuing
-    the study proposes the same ψ as the uninterrupted run (also when c_0 ≠ 1, and with the
-    noise-aware shrinkage, whose factor is recomputed from each trial's own data)."""
+    the study proposes the same ψ as the uninterrupted run (also when c_0 ≠ 1, with the
+    noise-aware shrinkage, whose factor is recomputed from each trial's own data, and with the
+    chain's shrinkage, whose moments travel with ψ)."""
     options = dict(init=gmm2d.simulator, seed=0, step_growth=1.5, step_shrink=0.5,
-                   step_scale_range=(0.1, 3.0), step_scale_init=c0, shrinkage=shrinkage)
+                   step_scale_range=(0.1, 3.0), step_scale_init=c0, shrinkage=shrinkage,
+                   chain_shrinkage=chain)
     whole = _study(AutoSimulateSampler("linear", **options))
     whole.optimize(_objective(gmm2d), n_trials=5)
     storage = optuna.storages.InMemoryStorage()
@@ -337,7 +341,8 @@ def test_adaptive_step_resumes_in_a_new_sampler_exactly(gmm2d, c0, shrinkage):
     _study(AutoSimulateSampler("linear", **options), storage, "r").optimize(objective, n_trials=3)
     resumed = _study(AutoSimulateSampler("linear", **options), storage, "r")
     resumed.optimize(objective, n_trials=2)
-    for key in ("step_scale", "psi_next", "val_loss", "shrinkage", "wald", "score_rank"):
+    for key in ("step_scale", "psi_next", "val_loss", "shrinkage", "wald", "score_rank",
+                "chain_mean", "chain_moments", "chain_shrinkage"):
         assert [t.system_attrs[KEY + key] for t in resumed.trials] == [
             t.system_attrs[KEY + key] for t in whole.trials]
     assert len({t.system_attrs[KEY + "step_scale"] for t in whole.trials}) > 1  # it did adapt
@@ -572,6 +577,41 @@ def test_shrinkage_stops_a_pure_noise_step_and_keeps_a_resolved_one(gmm2d, monke
         assert sum(r == 0.0 for r in ratios) >= 4, ratios
     else:
         assert min(ratios) > 0.9, ratios
+
+
+@pytest.mark.parametrize("signal", [0.0, 10.0])
+def test_chain_shrinkage_stops_steps_on_noise_across_trials(gmm2d, monkeypatch, signal):
+    """Same data and weights with chain_shrinkage off and on: the first step is the same (one
+    trial measures no noise across trials: ρ_c = 1), the second one is exactly ρ_c times the
+    step without (ρ_c stored on the trial). With hypergradients that are pure noise ρ_c is 0 on
+    many later trials and about 0.3 on average (p = 16: a positive-part James–Stein factor);
+    with a planted gradient, the same on every trial, ρ_c > 0.9."""
+    _planted_weights(monkeypatch, signal)
+    space = gmm2d.simulator.space
+    low, high = space.bounds()
+
+    def run(chain, seed, n_trials):
+        study = _study(AutoSimulateSampler("linear", init=gmm2d.simulator, seed=0, step_size=0.02,
+                                           chain_shrinkage=chain))
+        study.optimize(_objective(gmm2d, n_samples=200, seed=seed), n_trials=n_trials)
+        return study.trials
+
+    def move(trial):
+        nxt = np.array([trial.system_attrs[KEY + "psi_next"][n] for n in space.flat_names()])
+        return (nxt - space.to_flat(space.from_params(trial.params))) / (high - low)
+
+    off, on = run(False, 0, 2), run(True, 0, 6)
+    assert [t.system_attrs[KEY + "chain_shrinkage"] for t in off] == [1.0, 1.0]
+    np.testing.assert_allclose(move(on[0]), move(off[0]), rtol=1e-9, atol=1e-12)
+    factors = [t.system_attrs[KEY + "chain_shrinkage"] for t in on]
+    np.testing.assert_allclose(move(on[1]), factors[1] * move(off[1]), rtol=1e-6, atol=1e-12)
+    if signal == 0.0:
+        later = [f for seed in range(1, 4) for f in
+                 [t.system_attrs[KEY + "chain_shrinkage"] for t in run(True, seed, 6)][1:]]
+        later += factors[1:]
+        assert np.mean(np.array(later) == 0.0) > 0.3 and np.mean(later) < 0.4, later
+    else:
+        assert min(factors) > 0.9, factors
 
 
 @pytest.mark.parametrize("bad", [-0.5, 1.5, float("nan")])
