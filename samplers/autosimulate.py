@@ -840,6 +840,27 @@ class AutoSimulateSampler(BaseSampler):
         for key, value in attrs.items():
             study._storage.set_trial_system_attr(trial._trial_id, _KEY + key, value)
 
+    def settings(self) -> dict[str, Any]:
+        """The options that shape the chain, JSON-ready (callables by qualified name), so that a
+        harness resuming a study can tell whether the same sampler continues it
+        (:func:`simsearch.compare.compare` refuses a different one). The seed is not included.
+
+        >>> AutoSimulateSampler("linear", step_scale_range=(0.1, 3)).settings()["step_scale_range"]
+        [0.1, 3.0]
+        """
+        def plain(value: Any) -> Any:
+            if callable(value):
+                return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', value)}"
+            return list(value) if isinstance(value, tuple) else value
+
+        options = dict(method=self.method, init=self._init, step_size=self.step_size,
+                       betas=self.betas, step_growth=self.step_growth,
+                       step_shrink=self.step_shrink, step_scale_range=self.step_scale_range,
+                       step_scale_init=self.step_scale_init, shrinkage=self.shrinkage,
+                       chain_shrinkage=self.chain_shrinkage, warm_start=self.warm_start,
+                       **self.options)
+        return {k: plain(v) for k, v in options.items()}
+
     @staticmethod
     def current_params(study: Study) -> dict[str, float] | None:
         """The ψ the next trial will be proposed (the head of the chain), or None before any

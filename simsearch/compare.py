@@ -31,7 +31,10 @@ study attribute), unfinished ones continue. A trial left RUNNING by a killed pro
 exception that escaped the objective (Ctrl-C), does not count towards the budget: a study's run
 starts by failing its RUNNING trials, so each (sampler, seed) study belongs to one ``compare``
 process at a time — run two comparisons on one storage only with different output settings, and
-share one study between processes with ``simsearch worker`` instead. Samplers may be
+share one study between processes with ``simsearch worker`` instead. A sampler with a
+``settings()`` method (AutoSimulateSampler) records its options in each study it begins, and a
+study is continued only by a sampler with the same options: after an upgrade that changed a
+default, resuming refuses, naming the option. Samplers may be
 added to (or left out of) a comparison: each (sampler, seed) study stands on its own, and the
 report covers the samplers of the latest call. An output folder or storage that holds a comparison
 with any other setting different is refused.
@@ -68,6 +71,7 @@ __all__ = ["CompareResult", "Settings", "compare", "load_result"]
 
 SETTINGS_FILE = "compare.json"
 _ATTR = "compare_settings"
+_SAMPLER_ATTR = "sampler_settings"  # the sampler's own settings(), where it has them
 
 
 @dataclass(frozen=True)
@@ -219,6 +223,20 @@ def _refuse_if_different(
         )
 
 
+def _refuse_other_sampler(stored: dict[str, Any] | None, options: dict[str, Any] | None,
+                          study: str, sampler: str) -> None:
+    """A study is continued only by a sampler with the options it began with (a sampler's
+    ``settings()``, e.g. AutoSimulateSampler's step rule, whose defaults may change between
+    versions). Studies begun before the options were recorded are continued unchecked."""
+    if stored is None or options is None or stored == options:
+        return
+    diff = ", ".join(f"{k}: {stored.get(k)!r} there, {options.get(k)!r} now"
+                     for k in sorted(set(stored) | set(options)) if stored.get(k) != options.get(k))
+    raise ValueError(
+        f"study {study!r} was begun by sampler {sampler!r} with other options ({diff}); a study "
+        "continues only with the options it began with: use another --out folder")
+
+
 def _open_storage(url: str) -> None:
     try:
         optuna.storages.get_storage(url)
@@ -260,14 +278,17 @@ def _run_study(
     study = optuna.create_study(storage=url, study_name=name, sampler=sampler,
                                 pruner=optuna.pruners.NopPruner(), direction=objective.direction,
                                 load_if_exists=True)
+    options = sampler.settings() if callable(getattr(sampler, "settings", None)) else None
     stored = study.user_attrs.get(_ATTR)
     if stored is None:
         study.set_user_attr(_ATTR, settings.to_json())
         study.set_user_attr("sampler", sampler_name)
         study.set_user_attr("seed", seed)
+        study.set_user_attr(_SAMPLER_ATTR, options)
     else:
         _refuse_if_different(stored, settings, f"study {name!r} in {url}",
                              ignore=("samplers", "storage"))  # a study is where it is
+        _refuse_other_sampler(study.user_attrs.get(_SAMPLER_ATTR), options, name, sampler_name)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # left by a killed run
 

@@ -169,3 +169,29 @@ def test_budget_is_exactly_one_of_trials_and_images(tmp_path):
         compare(TINY, ["random"], seeds=1, trials=2, budget_images=200, out=tmp_path)
     with pytest.raises(ValueError, match="exactly one budget"):
         compare(TINY, ["random"], seeds=1, out=tmp_path)
+
+
+def test_a_study_continues_only_with_the_sampler_options_it_began_with(tmp_path, monkeypatch):
+    """AutoSimulateSampler's settings() are stored with each study; a resumed comparison whose
+    sampler has other options (as after an upgrade that changed a default) is refused, naming
+    the option, and nothing of the study is changed; with the same options it is read back."""
+    from samplers.autosimulate import AutoSimulateSampler
+    from simsearch import sampler_registry
+
+    compare(TINY, ["autosimulate-linear"], seeds=1, trials=2, out=tmp_path, progress=False)
+    study = _study(tmp_path, "autosimulate-linear")
+    stored = study.user_attrs["sampler_settings"]
+    assert stored == {**AutoSimulateSampler("linear").settings(), "init": stored["init"]}
+    assert stored["init"]  # the simulator's declared ψ, adopted in prepare()
+    done = [t.datetime_complete for t in study.trials]
+    monkeypatch.setitem(sampler_registry.SAMPLERS, "autosimulate-linear",
+                        lambda seed: AutoSimulateSampler("linear", step_scale_range=(0.1, 3.0),
+                                                         seed=seed))
+    with pytest.raises(ValueError, match=r"other options \(step_scale_range: \[0\.1, 1\.0\] there, "
+                                         r"\[0\.1, 3\.0\] now\)"):
+        compare(TINY, ["autosimulate-linear"], seeds=1, trials=2, out=tmp_path, progress=False)
+    assert [t.datetime_complete for t in _study(tmp_path, "autosimulate-linear").trials] == done
+    monkeypatch.undo()
+    result = compare(TINY, ["autosimulate-linear"], seeds=1, trials=2, out=tmp_path, progress=False)
+    assert result.table[0]["method"] == "autosimulate-linear"
+    assert [t.datetime_complete for t in _study(tmp_path, "autosimulate-linear").trials] == done
