@@ -601,10 +601,10 @@ class AutoSimulateSampler(BaseSampler):
         betas: tuple[float, float] = (0.9, 0.999),
         step_growth: float = 2.0,
         step_shrink: float = 0.5,
-        step_scale_range: tuple[float, float] = (0.1, 1.0),
+        step_scale_range: tuple[float, float] = (0.1, 3.0),
         step_scale_init: float = 1.0,
         shrinkage: str | None = "james_stein",
-        chain_shrinkage: bool = False,
+        chain_shrinkage: bool = True,
         theta: ThetaSelector = None,
         damping: float = 1e-2,
         cg_tol: float = 1e-3,
@@ -641,6 +641,8 @@ class AutoSimulateSampler(BaseSampler):
                 f"{step_scale_range[1]}], got {step_scale_init!r}")
         if not (shrinkage is None or (isinstance(shrinkage, str) and shrinkage in SHRINKAGES)):
             raise ValueError(f"shrinkage must be one of {SHRINKAGES}, got {shrinkage!r}")
+        if not isinstance(chain_shrinkage, bool):
+            raise ValueError(f"chain_shrinkage must be True or False, got {chain_shrinkage!r}")
         if not damping >= 0:
             raise ValueError(f"damping (λ) must be >= 0, got {damping!r}")
         if not cg_tol > 0:
@@ -649,7 +651,7 @@ class AutoSimulateSampler(BaseSampler):
             raise ValueError(f"cg_max_iter must be an int >= 1, got {cg_max_iter!r}")
         check_chunk_size(chunk_size)
         self.method, self.step_size, self.betas = method, float(step_size), tuple(betas)
-        self.shrinkage, self.chain_shrinkage = shrinkage, bool(chain_shrinkage)
+        self.shrinkage, self.chain_shrinkage = shrinkage, chain_shrinkage
         self.step_growth, self.step_shrink = float(step_growth), float(step_shrink)
         self.step_scale_range = (float(step_scale_range[0]), float(step_scale_range[1]))
         self.step_scale_init = float(step_scale_init)

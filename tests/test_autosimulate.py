@@ -219,8 +219,11 @@ def test_constructor_rejects_bad_options():
             AutoSimulateSampler(shrinkage=bad)
     for bad in (0.05, 3.5, float("nan"), "2", True):
         with pytest.raises(ValueError, match=r"step_scale_init must be a number in step_scale_range "
-                                             r"\[0.1, 1.0\], got"):
+                                             r"\[0.1, 3.0\], got"):
             AutoSimulateSampler(step_scale_init=bad)
+    for bad in (1, "yes", None):
+        with pytest.raises(ValueError, match=r"chain_shrinkage must be True or False, got "):
+            AutoSimulateSampler(chain_shrinkage=bad)
     with pytest.raises(ValueError, match=r"step_scale_init .* \[0.5, 2\], got 3"):
         AutoSimulateSampler(step_scale_range=(0.5, 2), step_scale_init=3)
 
@@ -316,7 +319,7 @@ def test_first_step_is_step_scale_init_times_longer(gmm2d):
 def test_fixed_step_when_growth_and_shrink_are_one(gmm2d, monkeypatch):
     calls = _fixed_gradient(monkeypatch, [1.0, -1.0, 1.0])
     study = _study(AutoSimulateSampler("linear", init=gmm2d.simulator, seed=0, step_growth=1,
-                                       step_shrink=1))
+                                       step_shrink=1, chain_shrinkage=False))
     study.optimize(_objective(gmm2d), n_trials=3)
     assert [t.system_attrs[KEY + "step_scale"] for t in study.trials] == [1.0] * 3
     assert [t.system_attrs[KEY + "val_loss"] for t in study.trials] == [None] * 3  # not computed
@@ -478,9 +481,11 @@ def test_stored_val_loss_is_the_fine_tuned_models_mean_validation_loss(gmm2d):
 
 def test_no_val_keeps_a_fixed_step_under_the_adaptive_defaults(gmm2d, monkeypatch):
     """no_val has no validation loss for the success test, so the default growth/shrink leave
-    its length at step_size and its momentum unrestarted even when the gradient flips."""
+    its factor c_t at 1 and its momentum unrestarted even when the gradient flips (the chain's
+    shrinkage, off here, would still scale its steps)."""
     calls = _fixed_gradient(monkeypatch, [1.0, -1.0, 1.0])
-    study = _study(AutoSimulateSampler("no_val", init=gmm2d.simulator, seed=0))
+    study = _study(AutoSimulateSampler("no_val", init=gmm2d.simulator, seed=0,
+                                       chain_shrinkage=False))
     study.optimize(_objective(gmm2d), n_trials=3)
     assert [t.system_attrs[KEY + "step_scale"] for t in study.trials] == [1.0] * 3
     assert [t.system_attrs[KEY + "val_loss"] for t in study.trials] == [None] * 3

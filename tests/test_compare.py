@@ -185,10 +185,10 @@ def test_a_study_continues_only_with_the_sampler_options_it_began_with(tmp_path,
     assert stored["init"]  # the simulator's declared ψ, adopted in prepare()
     done = [t.datetime_complete for t in study.trials]
     monkeypatch.setitem(sampler_registry.SAMPLERS, "autosimulate-linear",
-                        lambda seed: AutoSimulateSampler("linear", step_scale_range=(0.1, 3.0),
+                        lambda seed: AutoSimulateSampler("linear", step_scale_range=(0.1, 2.0),
                                                          seed=seed))
-    with pytest.raises(ValueError, match=r"other options \(step_scale_range: \[0\.1, 1\.0\] there, "
-                                         r"\[0\.1, 3\.0\] now\)"):
+    with pytest.raises(ValueError, match=r"other options \(step_scale_range: \[0\.1, 3\.0\] there, "
+                                         r"\[0\.1, 2\.0\] now\)"):
         compare(TINY, ["autosimulate-linear"], seeds=1, trials=2, out=tmp_path, progress=False)
     assert [t.datetime_complete for t in _study(tmp_path, "autosimulate-linear").trials] == done
     monkeypatch.undo()
