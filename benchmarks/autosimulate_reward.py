@@ -28,8 +28,10 @@ model's own training loss l (the paper's Eq. 1a; cross-entropy for the classifie
 ``expected_error`` is 1 − p(y | x), the smooth stand-in for the error rate
 (:func:`samplers.hypergradient.expected_error`). Each AutoSimulate step is multiplied by the
 James–Stein factor ρ of its Wald statistic (:func:`samplers.autosimulate.wald_shrinkage`; the
-sampler's default since 2026-12-05, ``--shrinkage none`` turns it off); the checkpoints record
-every step's ρ beside its length factor. Samplers can be run in separate processes
+sampler's default since 2026-12-05, ``--shrinkage none`` turns it off) and by the chain's factor
+ρ_c (:func:`samplers.autosimulate.chain_shrinkage`, the noise across trials; default since
+2026-12-06, ``--chain-shrinkage off``); the checkpoints record every step's ρ and ρ_c beside its
+length factor. Samplers can be run in separate processes
 (``--samplers``, ``--out``) and their JSON results tabulated together with ``--load``, also with
 different ``--trials`` (a black-box sampler run longer, to measure how many images it needs when
 it does not reach the target within the AutoSimulate runs' budget; the curves are then tabulated
