@@ -379,8 +379,9 @@ def adapt_step_scale(
     ∂L̃/∂u · Δu < 0 (at the new ψ the last step still points downhill: it was too short) and
     ``improved``; ``scale`` · ``shrink`` when it is > 0 (the new gradient points back: the step
     overshot) or not ``improved`` (the step did not pay: a trust region's failed step, Nocedal &
-    Wright 2006, Alg. 4.1); unchanged when it is 0 (no step, e.g. pinned at the box) and
-    ``improved``; clipped to ``scale_range``. Returns (the factor, whether the last step failed —
+    Wright 2006, Alg. 4.1); unchanged, and never failed, when there was no step (Δu = 0: cut to
+    nothing by a shrinkage factor, or pinned at the box), which says nothing about its length;
+    clipped to ``scale_range``. Returns (the factor, whether the last step failed —
     shrank — after which the caller restarts Adam's momentum, :func:`adam_step`).
 
     This is the sign test of Rprop (Riedmiller & Braun 1993) and of the multiplicative
@@ -405,7 +406,11 @@ def adapt_step_scale(
     (10.0, False)
     >>> adapt_step_scale(1.0, np.array([1.0]), np.array([-1.0]), 1.5, 0.5, (0.1, 10.0), False)
     (0.5, True)
+    >>> adapt_step_scale(1.0, np.array([1.0]), np.array([0.0]), 1.5, 0.5, (0.1, 10.0), False)
+    (1.0, False)
     """
+    if not np.any(displacement_u):
+        return float(min(max(scale, scale_range[0]), scale_range[1])), False
     slope = float(np.dot(grad_u, displacement_u))
     failed = slope > 0 or not improved
     if failed:
