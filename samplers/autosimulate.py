@@ -39,8 +39,8 @@ and a trust region's success test, per study and from the storage; ``"no_val"``,
 validation loss, keeps the fixed length), starting from c_0 = ``step_scale_init`` (default 1).
 The default range is [0.1, 3]. Longer steps gain faster where the start is far from a good ψ
 (traffic-count) and, alone, drift away from a good start (digits), where the success test is
-fooled: L_val falls with the accumulated model's own training whatever ψ does. What keeps them
-near a good start is the next factor.
+fooled: L_val falls with the accumulated model's own training whatever ψ does. The next factor
+reduces that drift; it does not stop it.
 
 **Noise across trials** (option ``chain_shrinkage``, default since 2026-12-06). Each trial's
 natural gradient ñ_t comes from a new data set and a model retrained on it; near a good ψ
@@ -61,7 +61,7 @@ when the true gradient is zero (p = rank F_u). The step is multiplied by the pos
 James–Stein factor ρ = max(0, 1 − p/W) (:func:`wald_shrinkage`; Stein 1961, Baranchik 1970),
 an estimate of signal / (signal + noise): ρ enters Adam's first moment and not its second, so a
 trial whose gradient is not resolved (W ≲ p) adds nothing to the momentum and the step's length
-becomes about ``step_size`` · c_t · ρ. It was meant for a chain that starts near a good ψ
+becomes about ``step_size`` · c_t · ρ (· ρ_c, below). It was meant for a chain that starts near a good ψ
 (digits, where one data set's gradient is mostly noise: BENCHMARKS.md, issue 5). Measured on
 seeds 10–12 of all three built-in problems (2026-12-05), the median ρ was 0.84–0.97, on digits
 and on gmm2d's plateau too, and rarely below 0.5: W measures the noise of the weights given
@@ -274,7 +274,7 @@ def wald_shrinkage(scores_u: np.ndarray, weights: np.ndarray, rcond: float = 1e-
     return Shrinkage(max(0.0, 1.0 - rank / wald), wald, rank)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ChainMoments:
     """Exponentially weighted sums over a chain's trials i of the natural gradient ñ_i and of
     its squared Fisher length ñ_iᵀF_iñ_i, with weights w_i = (1 − β) β^(t−i) and their sums
@@ -292,21 +292,34 @@ class ChainMoments:
                             beta * self.weight + (1 - beta),
                             beta ** 2 * self.weight_sq + (1 - beta) ** 2)
 
+    def signal_and_noise(self, fisher_u: np.ndarray) -> tuple[float, float | None]:
+        """(‖m̂‖²_F, σ̂²_m) of :func:`chain_shrinkage`; σ̂²_m is None while the effective number
+        of trials n ≤ 1 (nothing measures the noise yet)."""
+        n = self.weight ** 2 / self.weight_sq if self.weight_sq > 0 else 0.0
+        m_hat = self.mean / self.weight if self.weight > 0 else self.mean
+        signal = float(m_hat @ fisher_u @ m_hat)
+        if n <= 1 + 1e-9:
+            return signal, None
+        return signal, max(self.sq_norm / self.weight - signal, 0.0) / (n - 1)
+
 
 def chain_shrinkage(moments: ChainMoments, fisher_u: np.ndarray) -> float:
     """How much of the chain's recent mean natural gradient is signal, across data sets: the
     positive-part James–Stein factor ρ_c = max(0, 1 − σ̂²_m / ‖m̂‖²_F) of the weighted mean
     m̂ = Σw_iñ_i / Σw_i against its own noise.
 
-    Each trial's ñ_i comes from a new data set and a model retrained on it, so successive
-    ñ_i scatter about the gradient at ψ: if they are independent with mean μ and total variance
-    σ² (in the Fisher metric F_u, here the current trial's), E q̂ = ‖μ‖² + σ² for the weighted mean
-    q̂ of ‖ñ_i‖²_F and E ‖m̂‖²_F = ‖μ‖² + σ² / n with n = (Σw_i)² / Σw_i² the effective
-    number of trials, so σ̂²_m = (q̂ − ‖m̂‖²_F) / (n − 1) estimates m̂'s noise σ² / n — Kish's
-    effective sample size for a weighted mean, and the shrinkage of :func:`wald_shrinkage` with
-    the noise measured between trials instead of within one. Two successive gradients at right
-    angles give ρ_c ≈ 0, parallel ones ρ_c = 1. With one trial (n = 1) nothing measures the
-    noise and ρ_c = 1.
+    Each trial's ñ_i comes from a new data set and the accumulated model fine-tuned on it, so
+    successive ñ_i scatter about the gradient at ψ. If they were independent with mean μ and
+    total variance σ² in the Fisher metric, E q̂ = ‖μ‖² + σ² for the weighted mean q̂ of
+    ‖ñ_i‖²_F and E ‖m̂‖²_F = ‖μ‖² + σ² / n with n = (Σw_i)² / Σw_i² the effective number of
+    trials, so σ̂²_m = (q̂ − ‖m̂‖²_F) / (n − 1) estimates m̂'s noise σ² / n — Kish's effective
+    sample size for a weighted mean, and the shrinkage of :func:`wald_shrinkage` with the noise
+    measured between trials instead of within one. Two approximations: q̂ takes each ñ_i's
+    length in its own trial's metric F_i and ‖m̂‖²_F the current trial's; and the ñ_i are not
+    independent — they share one accumulated model, which makes them agree more and ρ_c
+    larger, while ψ moving along the chain makes them agree less. Two successive gradients in
+    opposite directions give ρ_c = 0, parallel ones ρ_c = 1. While n ≤ 1 (the first trial, or
+    β = 0: no memory) nothing measures the noise and ρ_c = 1.
 
     >>> one = ChainMoments(np.zeros(2), 0.0, 0.0, 0.0).update(np.array([1.0, 0.0]), 1.0, 0.9)
     >>> chain_shrinkage(one, np.eye(2))
@@ -316,14 +329,11 @@ def chain_shrinkage(moments: ChainMoments, fisher_u: np.ndarray) -> float:
     >>> chain_shrinkage(one.update(np.array([-1.0, 0.0]), 1.0, 0.9), np.eye(2))
     0.0
     """
-    n = moments.weight ** 2 / moments.weight_sq if moments.weight_sq > 0 else 0.0
-    if n <= 1 + 1e-9:
+    signal, noise = moments.signal_and_noise(fisher_u)
+    if noise is None:
         return 1.0
-    m_hat = moments.mean / moments.weight
-    signal = float(m_hat @ fisher_u @ m_hat)
     if signal <= 0:
         return 0.0
-    noise = max(moments.sq_norm / moments.weight - signal, 0.0) / (n - 1)
     return max(0.0, 1.0 - noise / signal)
 
 
@@ -520,8 +530,9 @@ class AutoSimulateSampler(BaseSampler):
         init: the start point: a simulator or parameter space (its declared ψ), or a mapping of
             Optuna parameter values; parameters it does not cover start at their range's centre.
         step_size: the step's length in the Fisher metric of q_ψ, about (exactly on the first
-            step, times c_0 and, with ``shrinkage``, ρ): the KL divergence between q_ψ before and
-            after it is about step_size²/2.
+            step, times c_0 and, with ``shrinkage``, ρ; later steps also times ρ_c with
+            ``chain_shrinkage``): the KL divergence between q_ψ before and after it is about
+            step_size²/2.
         betas: Adam's moment decay rates.
         step_growth, step_shrink, step_scale_range: adapt the step's length along the chain
             (:func:`adapt_step_scale`): trial t steps ``step_size`` · c_t with c_t = c_{t−1} ·
@@ -558,8 +569,7 @@ class AutoSimulateSampler(BaseSampler):
             own data, so a resumed study continues identically. The default was chosen on
             seeds 10–12 of gmm2d, digits and traffic-count (2026-12-05, by a rule fixed before
             the runs: rank sum of the mean gain over the start ψ, no problem below −0.01) among
-            c_0 / cap ∈ {1 / 3, 10 / 10} × {off, on} (the cap 3 of the time, not rerun at
-            cap 1); its margin over ``None`` there was within
+            c_0 / cap ∈ {1 / 3, 10 / 10} × {off, on}; its margin over ``None`` there was within
             the noise (mean gain +0.0005 / −0.0065 / +0.121 against −0.0010 / −0.0060 / +0.118),
             and on digits ρ was mostly 0.8–0.98: the within-data-set noise it measures is small
             next to the noise across data sets (BENCHMARKS.md, issue 5), which
@@ -649,7 +659,7 @@ class AutoSimulateSampler(BaseSampler):
                 f"{step_scale_range[1]}], got {step_scale_init!r}")
         if not (shrinkage is None or (isinstance(shrinkage, str) and shrinkage in SHRINKAGES)):
             raise ValueError(f"shrinkage must be one of {SHRINKAGES}, got {shrinkage!r}")
-        if not isinstance(chain_shrinkage, bool):
+        if not isinstance(chain_shrinkage, bool | np.bool_):
             raise ValueError(f"chain_shrinkage must be True or False, got {chain_shrinkage!r}")
         if not damping >= 0:
             raise ValueError(f"damping (λ) must be >= 0, got {damping!r}")
@@ -659,7 +669,7 @@ class AutoSimulateSampler(BaseSampler):
             raise ValueError(f"cg_max_iter must be an int >= 1, got {cg_max_iter!r}")
         check_chunk_size(chunk_size)
         self.method, self.step_size, self.betas = method, float(step_size), tuple(betas)
-        self.shrinkage, self.chain_shrinkage = shrinkage, chain_shrinkage
+        self.shrinkage, self.chain_shrinkage = shrinkage, bool(chain_shrinkage)
         self.step_growth, self.step_shrink = float(step_growth), float(step_shrink)
         self.step_scale_range = (float(step_scale_range[0]), float(step_scale_range[1]))
         self.step_scale_init = float(step_scale_init)
@@ -853,14 +863,16 @@ class AutoSimulateSampler(BaseSampler):
     def settings(self) -> dict[str, Any]:
         """The options that shape the chain, JSON-ready (callables by qualified name), so that a
         harness resuming a study can tell whether the same sampler continues it
-        (:func:`simsearch.compare.compare` refuses a different one). The seed is not included.
+        (:func:`simsearch.compare.compare` refuses a different one). The seed and
+        ``chunk_size`` (time and memory only) are not included.
 
         >>> AutoSimulateSampler("linear", step_scale_range=(0.1, 2)).settings()["step_scale_range"]
         [0.1, 2.0]
         """
         def plain(value: Any) -> Any:
             if callable(value):
-                return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', value)}"
+                named = value if hasattr(value, "__qualname__") else type(value)
+                return f"{named.__module__}.{named.__qualname__}"
             return list(value) if isinstance(value, tuple) else value
 
         options = dict(method=self.method, init=self._init, step_size=self.step_size,
@@ -869,6 +881,7 @@ class AutoSimulateSampler(BaseSampler):
                        step_scale_init=self.step_scale_init, shrinkage=self.shrinkage,
                        chain_shrinkage=self.chain_shrinkage, warm_start=self.warm_start,
                        **self.options)
+        del options["chunk_size"]  # time and memory only: the values do not depend on it
         return {k: plain(v) for k, v in options.items()}
 
     @staticmethod

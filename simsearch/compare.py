@@ -34,7 +34,8 @@ process at a time — run two comparisons on one storage only with different out
 share one study between processes with ``simsearch worker`` instead. A sampler with a
 ``settings()`` method (AutoSimulateSampler) records its options in each study it begins, and a
 study is continued only by a sampler with the same options: after an upgrade that changed a
-default, resuming refuses, naming the option. Samplers may be
+default, resuming refuses, naming the option (and so does a folder begun before the options were
+recorded, 2026-12-06). Samplers may be
 added to (or left out of) a comparison: each (sampler, seed) study stands on its own, and the
 report covers the samplers of the latest call. An output folder or storage that holds a comparison
 with any other setting different is refused.
@@ -72,6 +73,7 @@ __all__ = ["CompareResult", "Settings", "compare", "load_result"]
 SETTINGS_FILE = "compare.json"
 _ATTR = "compare_settings"
 _SAMPLER_ATTR = "sampler_settings"  # the sampler's own settings(), where it has them
+_UNRECORDED = "unrecorded"  # a study begun before _SAMPLER_ATTR was written
 
 
 @dataclass(frozen=True)
@@ -223,13 +225,21 @@ def _refuse_if_different(
         )
 
 
-def _refuse_other_sampler(stored: dict[str, Any] | None, options: dict[str, Any] | None,
+def _refuse_other_sampler(stored: dict[str, Any] | None | str, options: dict[str, Any] | None,
                           study: str, sampler: str) -> None:
     """A study is continued only by a sampler with the options it began with (a sampler's
     ``settings()``, e.g. AutoSimulateSampler's step rule, whose defaults may change between
-    versions). Studies begun before the options were recorded are continued unchecked."""
-    if stored is None or options is None or stored == options:
+    versions). A study begun before the options were recorded (``_UNRECORDED``) by a sampler
+    that has them now is refused too: nothing tells which options it began with."""
+    if options is None or stored == options:
         return
+    if stored == _UNRECORDED:
+        raise ValueError(
+            f"study {study!r} was begun by sampler {sampler!r} before simsearch recorded the "
+            "sampler's options, so it cannot tell whether this version's options are the same; "
+            "use another --out folder")
+    if stored is None:  # begun by a sampler without settings(), e.g. under another name
+        stored = {}
     diff = ", ".join(f"{k}: {stored.get(k)!r} there, {options.get(k)!r} now"
                      for k in sorted(set(stored) | set(options)) if stored.get(k) != options.get(k))
     raise ValueError(
@@ -288,7 +298,8 @@ def _run_study(
     else:
         _refuse_if_different(stored, settings, f"study {name!r} in {url}",
                              ignore=("samplers", "storage"))  # a study is where it is
-        _refuse_other_sampler(study.user_attrs.get(_SAMPLER_ATTR), options, name, sampler_name)
+        _refuse_other_sampler(study.user_attrs.get(_SAMPLER_ATTR, _UNRECORDED), options, name,
+                              sampler_name)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # left by a killed run
 

@@ -586,10 +586,12 @@ def test_shrinkage_stops_a_pure_noise_step_and_keeps_a_resolved_one(gmm2d, monke
 
 @pytest.mark.parametrize("signal", [0.0, 10.0])
 def test_chain_shrinkage_stops_steps_on_noise_across_trials(gmm2d, monkeypatch, signal):
-    """Same data and weights with chain_shrinkage off and on: the first step is the same (one
-    trial measures no noise across trials: ρ_c = 1), the second one is exactly ρ_c times the
-    step without (ρ_c stored on the trial). With hypergradients that are pure noise ρ_c is 0 on
-    many later trials and about 0.3 on average (p = 16: a positive-part James–Stein factor);
+    """Same data and weights with chain_shrinkage off and on (the Wald factor off, so every step
+    is taken): the first step is the same (one trial measures no noise across trials: ρ_c = 1),
+    the second one is exactly ρ_c times the step without (ρ_c stored on the trial; with pure
+    noise on data seed 3, 0 < ρ_c < 1). With hypergradients that are pure noise ρ_c is 0 on many
+    later trials and about 0.2 on average (p = 16: a positive-part James–Stein factor), and a
+    trial after a step cut to nothing keeps the step factor (no evidence about the length);
     with a planted gradient, the same on every trial, ρ_c > 0.9."""
     _planted_weights(monkeypatch, signal)
     space = gmm2d.simulator.space
@@ -597,7 +599,7 @@ def test_chain_shrinkage_stops_steps_on_noise_across_trials(gmm2d, monkeypatch, 
 
     def run(chain, seed, n_trials):
         study = _study(AutoSimulateSampler("linear", init=gmm2d.simulator, seed=0, step_size=0.02,
-                                           chain_shrinkage=chain))
+                                           shrinkage=None, chain_shrinkage=chain))
         study.optimize(_objective(gmm2d, n_samples=200, seed=seed), n_trials=n_trials)
         return study.trials
 
@@ -605,16 +607,22 @@ def test_chain_shrinkage_stops_steps_on_noise_across_trials(gmm2d, monkeypatch, 
         nxt = np.array([trial.system_attrs[KEY + "psi_next"][n] for n in space.flat_names()])
         return (nxt - space.to_flat(space.from_params(trial.params))) / (high - low)
 
-    off, on = run(False, 0, 2), run(True, 0, 6)
+    off, on = run(False, 3, 2), run(True, 3, 6)
     assert [t.system_attrs[KEY + "chain_shrinkage"] for t in off] == [1.0, 1.0]
+    assert np.linalg.norm(move(off[0])) > 1e-3 and np.linalg.norm(move(off[1])) > 1e-3
     np.testing.assert_allclose(move(on[0]), move(off[0]), rtol=1e-9, atol=1e-12)
     factors = [t.system_attrs[KEY + "chain_shrinkage"] for t in on]
     np.testing.assert_allclose(move(on[1]), factors[1] * move(off[1]), rtol=1e-6, atol=1e-12)
     if signal == 0.0:
-        later = [f for seed in range(1, 4) for f in
-                 [t.system_attrs[KEY + "chain_shrinkage"] for t in run(True, seed, 6)][1:]]
-        later += factors[1:]
-        assert np.mean(np.array(later) == 0.0) > 0.3 and np.mean(later) < 0.4, later
+        assert 0.0 < factors[1] < 1.0
+        chains = [on] + [run(True, seed, 6) for seed in range(3)]
+        later = [t.system_attrs[KEY + "chain_shrinkage"] for trials in chains for t in trials[1:]]
+        assert np.mean(np.array(later) == 0.0) > 0.3 and np.mean(later) < 0.3, later
+        unmoved = [(a, b) for trials in chains for a, b in zip(trials, trials[1:])
+                   if a.system_attrs[KEY + "chain_shrinkage"] == 0.0]
+        assert len(unmoved) >= 3  # a trial after a step cut to nothing keeps the step factor
+        assert all(b.system_attrs[KEY + "step_scale"] == a.system_attrs[KEY + "step_scale"]
+                   for a, b in unmoved)
     else:
         assert min(factors) > 0.9, factors
 

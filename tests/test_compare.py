@@ -174,7 +174,8 @@ def test_budget_is_exactly_one_of_trials_and_images(tmp_path):
 def test_a_study_continues_only_with_the_sampler_options_it_began_with(tmp_path, monkeypatch):
     """AutoSimulateSampler's settings() are stored with each study; a resumed comparison whose
     sampler has other options (as after an upgrade that changed a default) is refused, naming
-    the option, and nothing of the study is changed; with the same options it is read back."""
+    the option, and nothing of the study is changed; so is a study begun before the options
+    were recorded; with the same options it is read back."""
     from samplers.autosimulate import AutoSimulateSampler
     from simsearch import sampler_registry
 
@@ -192,6 +193,12 @@ def test_a_study_continues_only_with_the_sampler_options_it_began_with(tmp_path,
         compare(TINY, ["autosimulate-linear"], seeds=1, trials=2, out=tmp_path, progress=False)
     assert [t.datetime_complete for t in _study(tmp_path, "autosimulate-linear").trials] == done
     monkeypatch.undo()
+    from simsearch import compare as compare_module
+
+    with monkeypatch.context() as m:  # a study begun before the options were recorded
+        m.setattr(compare_module, "_SAMPLER_ATTR", "sampler_settings_not_written_yet")
+        with pytest.raises(ValueError, match=r"before simsearch recorded the sampler's options"):
+            compare(TINY, ["autosimulate-linear"], seeds=1, trials=2, out=tmp_path, progress=False)
     result = compare(TINY, ["autosimulate-linear"], seeds=1, trials=2, out=tmp_path, progress=False)
     assert result.table[0]["method"] == "autosimulate-linear"
     assert [t.datetime_complete for t in _study(tmp_path, "autosimulate-linear").trials] == done

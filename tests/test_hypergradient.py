@@ -695,18 +695,22 @@ def _chains(mu: np.ndarray, n_chains: int, steps: int, beta: float, seed: int):
 
 @pytest.mark.parametrize("steps", [2, 5, 30])
 def test_chain_noise_estimate_is_unbiased_for_the_noise_of_the_weighted_mean(steps):
-    """(q̂ − ‖m̂‖²_F) / (n − 1), the noise chain_shrinkage divides by ‖m̂‖²_F, has the mean of
-    ‖m̂ − μ‖²_F over many chains of independent gradients (Monte Carlo ground truth), for an
-    EMA of 2, 5 and 30 trials (effective sizes 1.99, 4.1, 18.2)."""
+    """σ̂²_m = (q̂ − ‖m̂‖²_F) / (n − 1), the noise chain_shrinkage divides by ‖m̂‖²_F
+    (ChainMoments.signal_and_noise), has the mean of ‖m̂ − μ‖²_F over many chains of independent
+    gradients (Monte Carlo ground truth), for an EMA of 2, 5 and 30 trials (effective sizes
+    1.99, 4.89, 17.45); and the signal is ‖m̂‖²_F."""
     mu = np.array([0.3, -0.2, 0.1, 0.0, 0.4])
     chains, fisher = _chains(mu, 4000, steps, 0.9, seed=steps)
     truth, estimate = [], []
     for c in chains:
         m_hat = c.mean / c.weight
-        n = c.weight ** 2 / c.weight_sq
+        signal, noise = c.signal_and_noise(fisher)
+        assert signal == pytest.approx(float(m_hat @ fisher @ m_hat), rel=1e-12)
         truth.append(float((m_hat - mu) @ fisher @ (m_hat - mu)))
-        estimate.append((c.sq_norm / c.weight - float(m_hat @ fisher @ m_hat)) / (n - 1))
+        estimate.append(noise)
     assert np.mean(estimate) == pytest.approx(np.mean(truth), rel=0.06)
+    one = ChainMoments(np.zeros(5), 0.0, 0.0, 0.0).update(mu, float(mu @ fisher @ mu), 0.9)
+    assert one.signal_and_noise(fisher)[1] is None  # one trial: no noise estimate
 
 
 def test_chain_shrinkage_vanishes_on_noise_and_keeps_a_resolved_mean():
