@@ -25,7 +25,7 @@ import optuna
 
 from simsearch import problems
 from simsearch.metasim import MetaSimConfig
-from simsearch.sampler_registry import make_sampler
+from simsearch.sampler_registry import check_sampler_settings, make_sampler
 
 __all__ = ["main", "run_study"]
 
@@ -61,6 +61,7 @@ def run_study(
         pruner=optuna.pruners.NopPruner(),  # every trial trains its ξ epochs, as in the papers
         load_if_exists=True,
     )
+    check_sampler_settings(study, sampler, sampler_name)
     study.set_user_attr("problem", problem_name)
     study.set_user_attr("sampler", sampler_name)
     study.set_user_attr("seed", seed)
@@ -194,6 +195,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     study = optuna.create_study(storage=storage, study_name=args.study, sampler=sampler,
                                 pruner=optuna.pruners.NopPruner(), direction=objective.direction,
                                 load_if_exists=True)
+    check_sampler_settings(study, sampler, args.sampler)
     report = run_worker(study, objective, args.trials, heartbeat_interval=args.heartbeat,
                         grace_period=grace)
     state = budget_state(study, args.trials)

@@ -35,7 +35,8 @@ share one study between processes with ``simsearch worker`` instead. A sampler w
 ``settings()`` method (AutoSimulateSampler) records its options in each study it begins, and a
 study is continued only by a sampler with the same options: after an upgrade that changed a
 default, resuming refuses, naming the option (and so does a folder begun before the options were
-recorded, 2026-12-06). Samplers may be
+recorded, 2026-12-06; :func:`simsearch.sampler_registry.check_sampler_settings`, also used by
+``simsearch run`` and ``simsearch worker``). Samplers may be
 added to (or left out of) a comparison: each (sampler, seed) study stands on its own, and the
 report covers the samplers of the latest call. An output folder or storage that holds a comparison
 with any other setting different is refused.
@@ -65,15 +66,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from simsearch import problems
 from simsearch.problems import mean_std
-from simsearch.sampler_registry import SAMPLERS, make_sampler
+from simsearch.sampler_registry import SAMPLERS, check_sampler_settings, make_sampler
 from simsearch.validation import check_positive_int
 
 __all__ = ["CompareResult", "Settings", "compare", "load_result"]
 
 SETTINGS_FILE = "compare.json"
 _ATTR = "compare_settings"
-_SAMPLER_ATTR = "sampler_settings"  # the sampler's own settings(), where it has them
-_UNRECORDED = "unrecorded"  # a study begun before _SAMPLER_ATTR was written
 
 
 @dataclass(frozen=True)
@@ -225,28 +224,6 @@ def _refuse_if_different(
         )
 
 
-def _refuse_other_sampler(stored: dict[str, Any] | None | str, options: dict[str, Any] | None,
-                          study: str, sampler: str) -> None:
-    """A study is continued only by a sampler with the options it began with (a sampler's
-    ``settings()``, e.g. AutoSimulateSampler's step rule, whose defaults may change between
-    versions). A study begun before the options were recorded (``_UNRECORDED``) by a sampler
-    that has them now is refused too: nothing tells which options it began with."""
-    if options is None or stored == options:
-        return
-    if stored == _UNRECORDED:
-        raise ValueError(
-            f"study {study!r} was begun by sampler {sampler!r} before simsearch recorded the "
-            "sampler's options, so it cannot tell whether this version's options are the same; "
-            "use another --out folder")
-    if stored is None:  # begun by a sampler without settings(), e.g. under another name
-        stored = {}
-    diff = ", ".join(f"{k}: {stored.get(k)!r} there, {options.get(k)!r} now"
-                     for k in sorted(set(stored) | set(options)) if stored.get(k) != options.get(k))
-    raise ValueError(
-        f"study {study!r} was begun by sampler {sampler!r} with other options ({diff}); a study "
-        "continues only with the options it began with: use another --out folder")
-
-
 def _open_storage(url: str) -> None:
     try:
         optuna.storages.get_storage(url)
@@ -288,18 +265,15 @@ def _run_study(
     study = optuna.create_study(storage=url, study_name=name, sampler=sampler,
                                 pruner=optuna.pruners.NopPruner(), direction=objective.direction,
                                 load_if_exists=True)
-    options = sampler.settings() if callable(getattr(sampler, "settings", None)) else None
     stored = study.user_attrs.get(_ATTR)
     if stored is None:
         study.set_user_attr(_ATTR, settings.to_json())
         study.set_user_attr("sampler", sampler_name)
         study.set_user_attr("seed", seed)
-        study.set_user_attr(_SAMPLER_ATTR, options)
     else:
         _refuse_if_different(stored, settings, f"study {name!r} in {url}",
                              ignore=("samplers", "storage"))  # a study is where it is
-        _refuse_other_sampler(study.user_attrs.get(_SAMPLER_ATTR, _UNRECORDED), options, name,
-                              sampler_name)
+    check_sampler_settings(study, sampler, sampler_name)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # left by a killed run
 

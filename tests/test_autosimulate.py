@@ -618,7 +618,7 @@ def test_chain_shrinkage_stops_steps_on_noise_across_trials(gmm2d, monkeypatch, 
         chains = [on] + [run(True, seed, 6) for seed in range(3)]
         later = [t.system_attrs[KEY + "chain_shrinkage"] for trials in chains for t in trials[1:]]
         assert np.mean(np.array(later) == 0.0) > 0.3 and np.mean(later) < 0.3, later
-        unmoved = [(a, b) for trials in chains for a, b in zip(trials, trials[1:])
+        unmoved = [(a, b) for trials in chains for a, b in zip(trials[:-1], trials[1:], strict=True)
                    if a.system_attrs[KEY + "chain_shrinkage"] == 0.0]
         assert len(unmoved) >= 3  # a trial after a step cut to nothing keeps the step factor
         assert all(b.system_attrs[KEY + "step_scale"] == a.system_attrs[KEY + "step_scale"]

@@ -193,12 +193,29 @@ def test_a_study_continues_only_with_the_sampler_options_it_began_with(tmp_path,
         compare(TINY, ["autosimulate-linear"], seeds=1, trials=2, out=tmp_path, progress=False)
     assert [t.datetime_complete for t in _study(tmp_path, "autosimulate-linear").trials] == done
     monkeypatch.undo()
-    from simsearch import compare as compare_module
-
     with monkeypatch.context() as m:  # a study begun before the options were recorded
-        m.setattr(compare_module, "_SAMPLER_ATTR", "sampler_settings_not_written_yet")
+        m.setattr(sampler_registry, "SETTINGS_ATTR", "sampler_settings_not_written_yet")
         with pytest.raises(ValueError, match=r"before simsearch recorded the sampler's options"):
             compare(TINY, ["autosimulate-linear"], seeds=1, trials=2, out=tmp_path, progress=False)
     result = compare(TINY, ["autosimulate-linear"], seeds=1, trials=2, out=tmp_path, progress=False)
     assert result.table[0]["method"] == "autosimulate-linear"
     assert [t.datetime_complete for t in _study(tmp_path, "autosimulate-linear").trials] == done
+
+
+def test_simsearch_run_continues_a_study_only_with_the_sampler_options_it_began_with(
+        tmp_path, monkeypatch, capsys):
+    """`simsearch run` records AutoSimulateSampler's options and refuses to resume with others
+    (exit status 2, the option named), leaving the study as it was."""
+    from samplers.autosimulate import AutoSimulateSampler
+    from simsearch import sampler_registry
+
+    argv = ["run", "--problem", TINY, "--sampler", "autosimulate-linear", "--trials", "1",
+            "--out", str(tmp_path)]
+    assert main(argv) == 0
+    monkeypatch.setitem(sampler_registry.SAMPLERS, "autosimulate-linear",
+                        lambda seed: AutoSimulateSampler("linear", step_size=0.2, seed=seed))
+    assert main([a if a != "1" else "2" for a in argv]) == 2
+    assert "step_size: 0.1 there, 0.2 now" in capsys.readouterr().err
+    study = optuna.load_study(study_name=f"{TINY}-autosimulate-linear-seed0",
+                              storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert len(study.trials) == 1
