@@ -52,7 +52,9 @@ positive-part James–Stein factor of the chain's exponentially weighted mean m�
 (:func:`chain_shrinkage`, :class:`ChainMoments`): ρ_c ≈ 1 where the recent gradients agree,
 ≈ 0 where they scatter about nothing. On seeds 10–15 it kept cap 3's gain on traffic-count
 at two thirds (+0.139 against +0.207 without it) and cut its loss on digits from −0.021 to
-−0.0085 (BENCHMARKS.md, issue 5, "Noise across trials").
+−0.007 (BENCHMARKS.md, issue 5, "Noise across trials"). On the record seeds 0–2 digits still
+ended 0.02 below its start: the early steps away from it agree from one trial to the next, a
+bias of the accumulated model's hypergradient that no noise test removes.
 
 **Noise-aware step length** (option ``shrinkage``, default ``"james_stein"`` since 2026-12-05).
 ñ is the least-squares fit of the trial's per-sample weights on its scores, so the same K
