@@ -865,13 +865,16 @@ class AutoSimulateSampler(BaseSampler):
     def settings(self) -> dict[str, Any]:
         """The options that shape the chain, JSON-ready (callables by qualified name), so that a
         harness resuming a study can tell whether the same sampler continues it
-        (:func:`simsearch.compare.compare` refuses a different one). The seed and
+        (:func:`simsearch.sampler_registry.check_sampler_settings`, used by ``simsearch
+        compare``, ``run`` and ``worker``, refuses a different one). The seed and
         ``chunk_size`` (time and memory only) are not included.
 
         >>> AutoSimulateSampler("linear", step_scale_range=(0.1, 2)).settings()["step_scale_range"]
         [0.1, 2.0]
         """
         def plain(value: Any) -> Any:
+            if isinstance(value, np.generic):  # numpy scalars: JSON-ready Python values
+                return value.item()
             if callable(value):
                 named = value if hasattr(value, "__qualname__") else type(value)
                 return f"{named.__module__}.{named.__qualname__}"

@@ -43,7 +43,9 @@ def run_study(
     """Run (or resume) one study until it has ``trials`` finished trials.
 
     Samplers that fine-tune one model across trials (AutoSimulate) get an accumulated model,
-    checkpointed beside the storage so that a resumed run continues from it."""
+    checkpointed beside the storage so that a resumed run continues from it. Raises ValueError
+    when the study was begun with other sampler options
+    (:func:`~simsearch.sampler_registry.check_sampler_settings`)."""
     if trials < 1:
         raise ValueError(f"--trials must be >= 1, got {trials}")
     out = Path(out)
@@ -61,7 +63,8 @@ def run_study(
         pruner=optuna.pruners.NopPruner(),  # every trial trains its ξ epochs, as in the papers
         load_if_exists=True,
     )
-    check_sampler_settings(study, sampler, sampler_name)
+    check_sampler_settings(study, sampler, sampler_name,
+                           "start a new study (another --out folder or --study name)")
     study.set_user_attr("problem", problem_name)
     study.set_user_attr("sampler", sampler_name)
     study.set_user_attr("seed", seed)
@@ -195,7 +198,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     study = optuna.create_study(storage=storage, study_name=args.study, sampler=sampler,
                                 pruner=optuna.pruners.NopPruner(), direction=objective.direction,
                                 load_if_exists=True)
-    check_sampler_settings(study, sampler, args.sampler)
+    check_sampler_settings(study, sampler, args.sampler,
+                           "start a new study (another --study name or --storage)")
     report = run_worker(study, objective, args.trials, heartbeat_interval=args.heartbeat,
                         grace_period=grace)
     state = budget_state(study, args.trials)

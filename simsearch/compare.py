@@ -155,8 +155,9 @@ def compare(
     _check_settings_file(out, settings)
     out.mkdir(parents=True, exist_ok=True)
     _open_storage(settings.url(out))
-    (out / SETTINGS_FILE).write_text(json.dumps(settings.to_json(), indent=2) + "\n")
     pairs = [(s, seed) for s in settings.samplers for seed in range(settings.seeds)]
+    _check_existing_studies(settings, pairs, out)
+    (out / SETTINGS_FILE).write_text(json.dumps(settings.to_json(), indent=2) + "\n")
     bar = _Progress(settings, settings.url(out), pairs, progress)
     try:
         if jobs == 1:
@@ -224,6 +225,32 @@ def _refuse_if_different(
         )
 
 
+def _check_study(study: optuna.Study, settings: Settings, sampler: optuna.samplers.BaseSampler,
+                 sampler_name: str) -> None:
+    """Refuse a study of another comparison, or begun with other sampler options."""
+    stored = study.user_attrs.get(_ATTR)
+    if stored is not None:
+        _refuse_if_different(stored, settings, f"study {study.study_name!r}",
+                             ignore=("samplers", "storage"))  # a study is where it is
+    check_sampler_settings(study, sampler, sampler_name,
+                           "use another --out folder (and another --storage, if one was given)")
+
+
+def _check_existing_studies(settings: Settings, pairs: Sequence[tuple[str, int]], out: Path) -> None:
+    """Check every study this comparison would resume before any of them runs, so that a refusal
+    comes before work on the others (which would otherwise run first, one by one or in parallel)."""
+    url = settings.url(out)
+    existing = set(optuna.study.get_all_study_names(url))
+    problem = problems.get(settings.problem)
+    for sampler_name, seed in pairs:
+        name = settings.study_name(sampler_name, seed)
+        if name in existing:
+            sampler = make_sampler(sampler_name, seed)
+            problem.objective_for(sampler, seed)  # prepare(): the options a run would have
+            _check_study(optuna.load_study(study_name=name, storage=url, sampler=sampler),
+                         settings, sampler, sampler_name)
+
+
 def _open_storage(url: str) -> None:
     try:
         optuna.storages.get_storage(url)
@@ -265,15 +292,11 @@ def _run_study(
     study = optuna.create_study(storage=url, study_name=name, sampler=sampler,
                                 pruner=optuna.pruners.NopPruner(), direction=objective.direction,
                                 load_if_exists=True)
-    stored = study.user_attrs.get(_ATTR)
-    if stored is None:
+    _check_study(study, settings, sampler, sampler_name)
+    if study.user_attrs.get(_ATTR) is None:
         study.set_user_attr(_ATTR, settings.to_json())
         study.set_user_attr("sampler", sampler_name)
         study.set_user_attr("seed", seed)
-    else:
-        _refuse_if_different(stored, settings, f"study {name!r} in {url}",
-                             ignore=("samplers", "storage"))  # a study is where it is
-    check_sampler_settings(study, sampler, sampler_name)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # left by a killed run
 

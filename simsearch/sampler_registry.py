@@ -1,4 +1,5 @@
-"""Sampler names used by the CLI and the compare harness.
+"""Sampler names used by the CLI and the compare harness, and the check that a resumed study
+continues with the sampler options it began with (:func:`check_sampler_settings`).
 
 Optuna's own samplers are used unchanged; simsearch's are imported lazily from ``samplers`` (the
 core never imports it at import time). ``module:Class`` names any importable sampler class.
@@ -61,24 +62,34 @@ def make_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSamp
 
 
 def check_sampler_settings(study: optuna.Study, sampler: optuna.samplers.BaseSampler,
-                           sampler_name: str) -> None:
+                           sampler_name: str, hint: str = "start a new study") -> None:
     """Record the options of a sampler with a ``settings()`` method (AutoSimulateSampler) on a
-    study it begins, and refuse to continue a study begun with other options, naming them: a
-    library upgrade may change a sampler's defaults, and a chain continued under other options
-    is neither the old study nor a new one. A study that already has trials but no record was
-    begun before simsearch recorded the options (2026-12-06), and is refused too. Samplers
-    without ``settings()`` are not checked."""
+    study it begins, and refuse (ValueError, naming the options and ending with ``hint``) to
+    continue a study begun with other options: a library upgrade may change a sampler's
+    defaults, and a chain continued under other options is neither the old study nor a new one.
+    Also refused: a study with trials but no record (begun before simsearch recorded the options,
+    2026-12-06, by another sampler, or outside ``simsearch run`` / ``worker`` / ``compare``), and
+    a study with a record continued by a sampler without ``settings()``. Called before the
+    caller's first trial; with several workers starting at once each records the same options,
+    and two workers with different options starting on an empty study at the same moment are
+    not told apart (Optuna's storages have no compare-and-set)."""
     options = sampler.settings() if callable(getattr(sampler, "settings", None)) else None
-    if options is None:
-        return
+    has_trials = bool(study.get_trials(deepcopy=False))  # before the record: it is written first
     stored = study.user_attrs.get(SETTINGS_ATTR)
-    name = study.study_name
-    if stored is None:
-        if study.get_trials(deepcopy=False):
+    name, begun_by = study.study_name, study.user_attrs.get("sampler", "a sampler")
+    if options is None:
+        if stored is not None:
             raise ValueError(
-                f"study {name!r} was begun by sampler {sampler_name!r} before simsearch recorded "
-                "the sampler's options, so it cannot tell whether this version's options are the "
-                "same; start a new study (another --out folder or study name)")
+                f"study {name!r} was begun by {begun_by!r}, whose options are recorded; "
+                f"sampler {sampler_name!r} cannot continue it: {hint}")
+        return
+    if stored is None:
+        if has_trials:
+            raise ValueError(
+                f"study {name!r} has trials but no record of its sampler's options (begun by "
+                f"{begun_by!r} before simsearch recorded them, 2026-12-06, or outside simsearch "
+                f"run / worker / compare), so sampler {sampler_name!r} cannot tell whether it "
+                f"continues the same chain: {hint}")
         study.set_user_attr(SETTINGS_ATTR, options)
     elif stored != options:
         diff = ", ".join(f"{k}: {stored.get(k)!r} there, {options.get(k)!r} now"
@@ -86,5 +97,4 @@ def check_sampler_settings(study: optuna.Study, sampler: optuna.samplers.BaseSam
                          if stored.get(k) != options.get(k))
         raise ValueError(
             f"study {name!r} was begun by sampler {sampler_name!r} with other options ({diff}); "
-            "a study continues only with the options it began with: start a new study (another "
-            "--out folder or study name)")
+            f"a study continues only with the options it began with: {hint}")

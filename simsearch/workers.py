@@ -3,7 +3,9 @@
 A *worker* joins (or creates) a study in a storage that several processes or machines share and
 runs trials until the study holds ``n_trials`` finished trials in total, whoever ran them
 (``simsearch worker`` on the command line, :func:`run_worker` in Python). The samplers keep their
-state in the storage (DESIGN §7), so any number of workers can come and go.
+state in the storage (DESIGN §7), so any number of workers can come and go. ``simsearch worker``
+joins a study only with the sampler options it began with
+(:func:`simsearch.sampler_registry.check_sampler_settings`); :func:`run_worker` does not check.
 
 **Storages** (:func:`open_storage`): ``journal:PATH`` — Optuna's ``JournalStorage`` on a file
 (processes on one machine, or machines sharing a file system with working locks);

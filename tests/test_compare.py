@@ -190,12 +190,15 @@ def test_a_study_continues_only_with_the_sampler_options_it_began_with(tmp_path,
                                                          seed=seed))
     with pytest.raises(ValueError, match=r"other options \(step_scale_range: \[0\.1, 3\.0\] there, "
                                          r"\[0\.1, 2\.0\] now\)"):
-        compare(TINY, ["autosimulate-linear"], seeds=1, trials=2, out=tmp_path, progress=False)
+        compare(TINY, ["random", "autosimulate-linear"], seeds=1, trials=2, out=tmp_path,
+                progress=False)
     assert [t.datetime_complete for t in _study(tmp_path, "autosimulate-linear").trials] == done
+    names = optuna.study.get_all_study_names(f"sqlite:///{tmp_path / 'studies.db'}")
+    assert names == [f"compare-{TINY}-autosimulate-linear-seed0"]  # refused before random ran
     monkeypatch.undo()
     with monkeypatch.context() as m:  # a study begun before the options were recorded
         m.setattr(sampler_registry, "SETTINGS_ATTR", "sampler_settings_not_written_yet")
-        with pytest.raises(ValueError, match=r"before simsearch recorded the sampler's options"):
+        with pytest.raises(ValueError, match=r"has trials but no record of its sampler's options"):
             compare(TINY, ["autosimulate-linear"], seeds=1, trials=2, out=tmp_path, progress=False)
     result = compare(TINY, ["autosimulate-linear"], seeds=1, trials=2, out=tmp_path, progress=False)
     assert result.table[0]["method"] == "autosimulate-linear"
@@ -219,3 +222,21 @@ def test_simsearch_run_continues_a_study_only_with_the_sampler_options_it_began_
     study = optuna.load_study(study_name=f"{TINY}-autosimulate-linear-seed0",
                               storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert len(study.trials) == 1
+
+
+def test_a_study_is_not_continued_by_a_sampler_with_other_recorded_options(tmp_path):
+    """A study begun by a sampler without settings() (random) has trials and no record: an
+    AutoSimulate run refuses to continue it, naming the sampler that began it; a study begun by
+    AutoSimulate is not continued by random either."""
+    from simsearch.cli import run_study
+
+    run_study(TINY, "random", 1, out=tmp_path, study_name="a", show_progress=False)
+    with pytest.raises(ValueError, match=r"study 'a' has trials but no record .*begun by 'random'"):
+        run_study(TINY, "autosimulate-linear", 2, out=tmp_path, study_name="a", show_progress=False)
+    run_study(TINY, "autosimulate-linear", 1, out=tmp_path, study_name="b", show_progress=False)
+    with pytest.raises(ValueError, match=r"begun by 'autosimulate-linear', whose options are "
+                                         r"recorded; sampler 'random' cannot continue it"):
+        run_study(TINY, "random", 2, out=tmp_path, study_name="b", show_progress=False)
+    for name in ("a", "b"):
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'study.db'}")
+        assert len(study.trials) == 1
