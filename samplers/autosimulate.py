@@ -444,6 +444,7 @@ def descend(
     betas: tuple[float, float] = (0.9, 0.999),
     restart: bool = False,
     shrink_factor: float = 1.0,
+    natural: tuple[np.ndarray, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """ψ_{t+1} (flat, in ``space.flat_names()`` order) from ψ_t, ∂L̃/∂ψ and the per-sample scores
     of the trial's latents: an :func:`adam_step` *down* the natural gradient (Eq. 12/13b descend
@@ -454,13 +455,17 @@ def descend(
     descent step for L̃ in ψ as well. ``restart``: see :func:`adam_step`. ``shrink_factor`` ρ
     (:func:`wald_shrinkage`) multiplies the natural gradient fed to Adam's first moment but not
     its squared Fisher length fed to the second, so the step's length scales by ρ (exactly on
-    the first step: ``step_size`` · ρ). Returns (ψ_{t+1}, m, v).
+    the first step: ``step_size`` · ρ). ``natural``: the trial's :func:`natural_gradient` in
+    u, when the caller has it already (else computed from ``grad`` and ``scores``). Returns
+    (ψ_{t+1}, m, v).
     """
     if not 0.0 <= shrink_factor <= 1.0:
         raise ValueError(f"shrink_factor must be in [0, 1] (ρ of wald_shrinkage), got {shrink_factor!r}")
     low, high = space.bounds()
-    grad_u = space.to_flat(grad) * (high - low)
-    direction, sq_norm = natural_gradient(grad_u, fisher_information(space, scores))
+    if natural is None:
+        grad_u = space.to_flat(grad) * (high - low)
+        natural = natural_gradient(grad_u, fisher_information(space, scores))
+    direction, sq_norm = natural
     u = (space.to_flat(psi) - low) / (high - low)
     u_next, m, v = adam_step(u, shrink_factor * direction, sq_norm, m, v, t, step_size, betas,
                              restart=restart)
@@ -817,7 +822,8 @@ class AutoSimulateSampler(BaseSampler):
         low, high = space.bounds()
         grad_u = space.to_flat(result.grad) * (high - low)
         fisher = fisher_information(space, scores)
-        moments = moments.update(*natural_gradient(grad_u, fisher), self.betas[0])
+        natural = natural_gradient(grad_u, fisher)
+        moments = moments.update(*natural, self.betas[0])
         chain_factor = chain_shrinkage(moments, fisher) if self.chain_shrinkage else 1.0
         restart = False  # no_val has no L_val for the success test: its length stays fixed
         adapt = (self.step_growth, self.step_shrink) != (1.0, 1.0) and self.method != "no_val"
@@ -835,7 +841,7 @@ class AutoSimulateSampler(BaseSampler):
                                               self.step_shrink, self.step_scale_range, improved)
         psi_next, m, v = descend(space, context.psi, result.grad, scores, m, v, step + 1,
                                  self.step_size * scale * chain_factor, self.betas, restart=restart,
-                                 shrink_factor=shrink_factor)
+                                 shrink_factor=shrink_factor, natural=natural)
         with self._lock:
             if result.v is not None:
                 self._solutions = {trial.number: result.v.detach()}
