@@ -33,11 +33,14 @@ from simsearch.problems import get
 
 
 def _run(problem, method: str, trials: int, seed: int, hook: bool,
-         chunk_size: int = CHUNK_SIZE) -> dict[str, float]:
+         chunk_size: int = CHUNK_SIZE, **options) -> dict[str, float]:
     objective = problem.objective(accumulate=True, seed=seed)
-    sampler = AutoSimulateSampler(method, init=problem.simulator, seed=seed, chunk_size=chunk_size)
-    if not hook:
-        sampler.observe_training = None  # the objective calls no hook: ψ stays at the start point
+    sampler = AutoSimulateSampler(method, init=problem.simulator, seed=seed, chunk_size=chunk_size,
+                                  **options)
+    if hook:
+        sampler.prepare(objective)  # the objective's fresh_every: the sampler's
+    else:  # the objective calls no hook and trains no fresh model: ψ stays at the start point
+        sampler.observe_training = None
     study = optuna.create_study(direction=objective.direction, sampler=sampler,
                                 pruner=optuna.pruners.NopPruner())
     ends: list[float] = []
@@ -52,6 +55,8 @@ def _run(problem, method: str, trials: int, seed: int, hook: bool,
         "cpu_s": statistics.median(b - a for a, b in zip(ends[:-1], ends[1:], strict=True)),
         "hook_s": statistics.median(t.user_attrs.get("hook_s", 0.0) for t in done),
         "cg": statistics.median(t.system_attrs.get("autosimulate:cg_iterations", 0) for t in done),
+        "mean_s": statistics.mean(t.duration.total_seconds() for t in done),
+        "fresh_s": statistics.mean(t.user_attrs.get("fresh_s", 0.0) for t in done),
     }
 
 
@@ -65,11 +70,17 @@ def main() -> None:
     parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[CHUNK_SIZE],
                         help="run every variant at each of these chunk_size values (samples per "
                              "pass of the d_k's JVP; one larger than M = one pass)")
+    parser.add_argument("--fresh-every", default=None,
+                        help="AutoSimulate's fresh_every: an int k, or 'off' (default: the "
+                             "sampler's)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     problem = get(args.problem)
-    print(f"problem {args.problem}: M={problem.n_samples}, ξ={problem.epochs}, "
+    options = {} if args.fresh_every is None else {
+        "fresh_every": None if args.fresh_every == "off" else int(args.fresh_every)}
+    fresh = options.get("fresh_every", AutoSimulateSampler().fresh_every)
+    print(f"fresh_every {fresh}; problem {args.problem}: M={problem.n_samples}, ξ={problem.epochs}, "
           f"batch {problem.batch_size}; {args.trials} timed trials per row (median), "
           f"{args.repeats} repeat(s); "
           f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
@@ -82,22 +93,24 @@ def main() -> None:
             for method in METHODS:
                 label = method if args.chunk_sizes == [CHUNK_SIZE] else f"{method}, chunk {chunk_size}"
                 rows.setdefault(label, []).append(_run(problem, method, args.trials, args.seed,
-                                                       hook=True, chunk_size=chunk_size))
+                                                       hook=True, chunk_size=chunk_size, **options))
     base = rows.pop("no hook")
     print("| run | median trial s | median CPU s | median hook s | median CG products "
-          "| ratio to no hook (wall) | ratio (CPU) |")
-    print("|---|---|---|---|---|---|---|")
+          "| ratio to no hook (wall) | ratio (CPU) | mean fresh-model s | ratio of means (wall) |")
+    print("|---|---|---|---|---|---|---|---|---|")
 
     def median(runs: list[dict[str, float]], key: str) -> float:
         return statistics.median(r[key] for r in runs)
 
     print(f"| no hook (generate + fine-tune + evaluate) | {median(base, 'trial_s'):.3f} "
-          f"| {median(base, 'cpu_s'):.3f} | – | – | 1.00 | 1.00 |")
+          f"| {median(base, 'cpu_s'):.3f} | – | – | 1.00 | 1.00 | – | 1.00 |")
     for method, runs in rows.items():
         wall = statistics.median(r["trial_s"] / b["trial_s"] for r, b in zip(runs, base, strict=True))
         cpu = statistics.median(r["cpu_s"] / b["cpu_s"] for r, b in zip(runs, base, strict=True))
+        means = statistics.median(r["mean_s"] / b["mean_s"] for r, b in zip(runs, base, strict=True))
         print(f"| {method} | {median(runs, 'trial_s'):.3f} | {median(runs, 'cpu_s'):.3f} "
-              f"| {median(runs, 'hook_s'):.3f} | {median(runs, 'cg'):g} | {wall:.2f} | {cpu:.2f} |")
+              f"| {median(runs, 'hook_s'):.3f} | {median(runs, 'cg'):g} | {wall:.2f} | {cpu:.2f} "
+              f"| {median(runs, 'fresh_s'):.3f} | {means:.2f} |")
     if args.repeats > 1:
         print("ratios per repeat (wall): " + "; ".join(
             f"{method} " + ", ".join(f"{r['trial_s'] / b['trial_s']:.2f}"

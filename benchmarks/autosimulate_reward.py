@@ -49,6 +49,9 @@ the same initial weights per seed. Each gain is then taken against ``fixed`` at 
 of images, and the verdict is FORMAL when ``fixed`` reaches the target no later than the fastest
 AutoSimulate variant.
 
+``--plot PNG`` draws the table's curves (with ``--load`` too): each row's mean validation reward
+against images with a band of ± one sd over seeds, the reference and the target.
+
     .venv/bin/python benchmarks/autosimulate_reward.py --problem gmm2d --seeds 3 --trials 20
 """
 
@@ -89,7 +92,8 @@ def _sampler(name: str, problem, seed: int, val_loss: str, step: dict):
     return ReinforceSampler(init=start, seed=seed)
 
 
-RULES = {"next": AutoSimulateSampler.current_params, "best": AutoSimulateSampler.best_params}
+RULES = {"next": AutoSimulateSampler.current_params, "best": AutoSimulateSampler.best_params,
+         "value": lambda study: AutoSimulateSampler.best_params(study, fresh=False)}
 
 
 def run_one(problem, name: str, seed: int, trials: int, every: int, val_loss: str,
@@ -102,8 +106,10 @@ def run_one(problem, name: str, seed: int, trials: int, every: int, val_loss: st
     else:  # the companion starts from the weights an accumulated objective of this seed has
         model = problem.objective(accumulate=True, seed=seed).model if accumulated else None
         objective = problem.objective(seed=seed, companion=model)
-    study = optuna.create_study(direction=objective.direction,
-                                sampler=_sampler(name, problem, seed, val_loss, step),
+    sampler = _sampler(name, problem, seed, val_loss, step)
+    if name in METHODS:
+        sampler.prepare(objective)  # the objective's fresh_every: the sampler's
+    study = optuna.create_study(direction=objective.direction, sampler=sampler,
                                 pruner=optuna.pruners.NopPruner())
     scored: dict[tuple, dict[str, float]] = {}
 
@@ -205,6 +211,9 @@ def main() -> None:
     parser.add_argument("--chain-shrinkage", choices=("off", "on"), default=None,
                         help="AutoSimulate's chain_shrinkage: the James–Stein factor of the chain's "
                              "mean natural gradient across trials (default: the sampler's)")
+    parser.add_argument("--fresh-every", default=None,
+                        help="AutoSimulate's fresh_every: an int k, or 'off' (default: the "
+                             "sampler's)")
     parser.add_argument("--seed-offset", type=int, default=0,
                         help="run seeds offset … offset + seeds − 1 (the records use 0: seeds 0, 1, 2; "
                              "choose settings on other seeds)")
@@ -214,8 +223,9 @@ def main() -> None:
                              "earlier record's target)")
     parser.add_argument("--recommend", default="best",
                         help="AutoSimulate's recommendation rule(s), comma-separated: next (the ψ it "
-                             "proposes next) and/or best (the best completed trial's ψ, by value); "
-                             "not used with --score accumulated")
+                             "proposes next), best (the best completed trial's ψ, ranked by its "
+                             "fresh value where trials have one, else by value) and/or value "
+                             "(ranked by value only); not used with --score accumulated")
     parser.add_argument("--score", choices=("fresh", "accumulated"), default="fresh",
                         help="fresh: score each recommended ψ by a fresh model (the records); "
                              "accumulated: score the accumulated model itself against the fixed "
@@ -223,6 +233,9 @@ def main() -> None:
     parser.add_argument("--out", default="out/autosimulate-reward")
     parser.add_argument("--load", nargs="+", metavar="JSON",
                         help="tabulate these result files of earlier runs instead of running")
+    parser.add_argument("--plot", metavar="PNG", default=None,
+                        help="also draw the table's curves (mean ± sd over seeds against images, "
+                             "with the reference and the target) into this PNG file")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -249,10 +262,13 @@ def main() -> None:
             step["shrinkage"] = None if args.shrinkage == "none" else args.shrinkage
         if args.chain_shrinkage is not None:
             step["chain_shrinkage"] = args.chain_shrinkage == "on"
+        if args.fresh_every is not None:
+            step["fresh_every"] = None if args.fresh_every == "off" else int(args.fresh_every)
         shown = {"step_size": default.step_size, "step_growth": default.step_growth,
                  "step_shrink": default.step_shrink, "step_scale_range": default.step_scale_range,
                  "step_scale_init": default.step_scale_init, "shrinkage": default.shrinkage,
-                 "chain_shrinkage": default.chain_shrinkage, **step}
+                 "chain_shrinkage": default.chain_shrinkage, "fresh_every": default.fresh_every,
+                 **step}
         seeds = range(args.seed_offset, args.seed_offset + args.seeds)
         print(f"AutoSimulate validation loss: {args.val_loss}, "
               + ", ".join(f"{k} {v}" for k, v in shown.items()) + f"; seeds {list(seeds)}")
@@ -352,6 +368,42 @@ def main() -> None:
     if formal and not verdict.startswith("NOT MET"):
         verdict = f"FORMAL ({verdict}): {why}: no evidence that AutoSimulate finds a good ψ sooner"
     print(f"goal (best AutoSimulate ≤ 1/2.5 of the black-box images): {verdict}")
+    if args.plot:
+        _plot(Path(args.plot), curves, reference, target, ref_name,
+              f"{args.problem}: {scored}, {args.seeds} seeds (M={problem.n_samples}, "
+              f"ξ={problem.epochs})")
+        print(f"plot: {args.plot}")
+
+
+def _plot(path: Path, curves: dict[str, tuple[list[int], np.ndarray]], reference: dict[int, float],
+          target: float, ref_name: str, title: str) -> None:
+    """The curves of the table: each row's mean validation reward against images, a band of ± one
+    sd over seeds, the reference (the start ψ's val, or ``fixed``'s curve) and the target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for i, (name, (images, vals)) in enumerate(curves.items()):
+        if name == FIXED:  # drawn as the reference
+            continue
+        mean, sd = vals.mean(0), vals.std(0, ddof=1) if len(vals) > 1 else np.zeros(len(images))
+        style = "--" if _base(name) in BLACK_BOX else "-"
+        ax.plot(images, mean, style, color=f"C{i % 10}", label=name, linewidth=1.4)
+        ax.fill_between(images, mean - sd, mean + sd, color=f"C{i % 10}", alpha=0.12, linewidth=0)
+    xs = sorted(reference)
+    ax.plot(xs, [reference[x] for x in xs], ":", color="black", label=ref_name)
+    ax.axhline(target, color="grey", linewidth=0.8, label=f"target {target:.3f}")
+    ax.set_xlabel("images generated")
+    ax.set_ylabel("validation reward")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -151,6 +151,7 @@ from samplers.hypergradient import (
 )
 from simsearch.parameters import ParameterSpace
 from simsearch.simulator import BaseSimulator
+from simsearch.validation import check_positive_int
 
 __all__ = [
     "SHRINKAGES",
@@ -609,6 +610,12 @@ class AutoSimulateSampler(BaseSampler):
         control_variate: subtract a leave-one-out baseline from the d_k.
         chunk_size: samples per pass of the d_k's JVP (:data:`samplers.hypergradient.
             CHUNK_SIZE`; time and memory only, the values do not change).
+        fresh_every: what :meth:`prepare` sets as the objective's ``fresh_every``: every k-th
+            trial also trains a fresh model on its own data and records the validation reward a
+            black-box trial at ψ_t would have (user attr ``fresh_value``; no new samples), by
+            which :meth:`best_params` recommends. ``None``: no such check, and
+            :meth:`best_params` ranks by the accumulated model's value. See :meth:`best_params`
+            for why.
         seed: seeds the jitter of concurrent proposals and the fallback sampler.
         independent_sampler: samples what AutoSimulate does not model (categorical parameters,
             parameters that are not simulator parameters); default ``RandomSampler(seed)``.
@@ -640,6 +647,7 @@ class AutoSimulateSampler(BaseSampler):
         val_loss: ValLoss | None = None,
         control_variate: bool = True,
         chunk_size: int = CHUNK_SIZE,
+        fresh_every: int | None = 1,
         seed: int | None = None,
         independent_sampler: BaseSampler | None = None,
     ) -> None:
@@ -675,6 +683,9 @@ class AutoSimulateSampler(BaseSampler):
         if isinstance(cg_max_iter, bool) or not isinstance(cg_max_iter, int) or cg_max_iter < 1:
             raise ValueError(f"cg_max_iter must be an int >= 1, got {cg_max_iter!r}")
         check_chunk_size(chunk_size)
+        if fresh_every is not None:
+            check_positive_int("fresh_every", fresh_every)
+        self.fresh_every = fresh_every
         self.method, self.step_size, self.betas = method, float(step_size), tuple(betas)
         self.shrinkage, self.chain_shrinkage = shrinkage, bool(chain_shrinkage)
         self.step_growth, self.step_shrink = float(step_growth), float(step_shrink)
@@ -758,8 +769,9 @@ class AutoSimulateSampler(BaseSampler):
     # -- the AutoSimulate step ------------------------------------------------------------------
     def prepare(self, objective: Any) -> None:
         """Check that ``objective`` (a SimulatorObjective) can feed AutoSimulate, raising a clear
-        error if not, and adopt its simulator's declared ψ as the start point unless ``init`` was
-        given. A harness building samplers by name calls this before optimising."""
+        error if not, adopt its simulator's declared ψ as the start point unless ``init`` was
+        given, and set its ``fresh_every`` to this sampler's. A harness building samplers by name
+        calls this before optimising."""
         _check_simulator(objective.simulator)
         if getattr(objective, "is_sklearn", False):
             raise TypeError(
@@ -775,6 +787,7 @@ class AutoSimulateSampler(BaseSampler):
         _check_module(objective.model)
         if not self._init:
             self._init = _init_params(objective.simulator)
+        objective.fresh_every = self.fresh_every
 
     def observe_training(self, trial: optuna.Trial, context: Any) -> None:
         """Compute ∂L̃/∂ψ for the trained model and store ψ_{t+1} and diagnostics on ``trial``."""
@@ -891,7 +904,7 @@ class AutoSimulateSampler(BaseSampler):
                        step_shrink=self.step_shrink, step_scale_range=self.step_scale_range,
                        step_scale_init=self.step_scale_init, shrinkage=self.shrinkage,
                        chain_shrinkage=self.chain_shrinkage, warm_start=self.warm_start,
-                       **self.options)
+                       fresh_every=self.fresh_every, **self.options)
         del options["chunk_size"]  # time and memory only: the values do not depend on it
         return {k: plain(v) for k, v in options.items()}
 
@@ -903,16 +916,21 @@ class AutoSimulateSampler(BaseSampler):
         return None if head is None else dict(head.system_attrs[_KEY + "psi_next"])
 
     @staticmethod
-    def best_params(study: Study) -> dict[str, float]:
-        """The ψ_t (the trial's own parameters) of the COMPLETE trial whose value ranks first in
-        the study's direction (ties: the lowest number), the rule by which a black-box sampler's
+    def best_params(study: Study, fresh: bool = True) -> dict[str, float]:
+        """The ψ_t (the trial's own parameters) of the COMPLETE trial that ranks first in the
+        study's direction (ties: the lowest number), the rule by which a black-box sampler's
         ``study.best_trial`` recommends; FAIL, PRUNED, RUNNING and non-finite values are ignored.
 
-        A trial's value is the validation metric of the accumulated model after fine-tuning on
-        ψ_t's data (Alg. 1), a validation figure like a black-box trial's, but of a model that has
-        also seen every earlier trial's data, so later trials tend to rank higher.
-        :meth:`current_params` is the alternative: the chain head's ψ_{t+1}, not yet evaluated.
-        Raises ValueError when no trial is complete.
+        Ranked by ``fresh_value`` where any such trial has one and ``fresh`` is true (the
+        objective's ``fresh_every``, set by :meth:`prepare`): the validation reward of a fresh
+        model trained on the trial's own data, the value a black-box trial at ψ_t has. Else by
+        the trial's value, the validation metric of the accumulated model after fine-tuning on
+        ψ_t's data (Alg. 1): that model has also seen every earlier trial's data, so later
+        trials tend to rank higher, and its hypergradient asks for the data that help *it*
+        next, which on the built-in digits problem lead a fresh model away from a good start
+        (BENCHMARKS.md, issue 5, "Fresh values"). :meth:`current_params` is the alternative:
+        the chain head's ψ_{t+1}, not yet evaluated. Raises ValueError when no trial is
+        complete.
         """
         done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if t.value is not None and math.isfinite(t.value)]
@@ -920,8 +938,11 @@ class AutoSimulateSampler(BaseSampler):
             raise ValueError(
                 "best_params needs at least one COMPLETE trial with a finite value, got none "
                 f"among the study's {len(study.trials)} trials")
+        checked = [(t, t.user_attrs["fresh_value"]) for t in done
+                   if fresh and math.isfinite(t.user_attrs.get("fresh_value", math.nan))]
+        ranked = checked or [(t, t.value) for t in done]
         sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
-        best = max(done, key=lambda t: (sign * t.value, -t.number))
+        best, _ = max(ranked, key=lambda tv: (sign * tv[1], -tv[0].number))
         return dict(best.params)
 
     # -- helpers ----------------------------------------------------------------------------------

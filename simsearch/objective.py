@@ -111,6 +111,13 @@ class SimulatorObjective:
             data, alongside the model whose reward is the trial's value; its validation reward is
             recorded as user attr ``accumulated_val_reward`` (LTS §4.3 "accumulated main task
             model", Fig. 5a: the reward drives the search, the AMTM is only observed).
+        fresh_every: with an accumulated model, every ``fresh_every``-th trial (trial numbers
+            0, k, 2k, …) also trains a fresh model, from the accumulated model's state when the
+            objective was built, for ξ epochs on the trial's own data (no new samples), and
+            records its validation reward as user attr ``fresh_value`` (and ``fresh_s``): the
+            value a black-box trial at ψ_t has. A trial whose accumulated model has seen no data
+            yet records its own value (the same training). ``None``: never.
+            :meth:`samplers.autosimulate.AutoSimulateSampler.prepare` sets it.
     """
 
     def __init__(
@@ -130,6 +137,7 @@ class SimulatorObjective:
         metric: Callable[[np.ndarray, np.ndarray], float] | None = None,
         raise_on_failure: bool = False,
         companion: Any = None,
+        fresh_every: int | None = None,
     ) -> None:
         if not isinstance(simulator, BaseSimulator):
             raise TypeError(
@@ -151,13 +159,18 @@ class SimulatorObjective:
         self.companion = companion
         self.is_sklearn = _is_sklearn(model)
         self.accumulated = _is_accumulated(model)
+        if fresh_every is not None:
+            check_positive_int("fresh_every", fresh_every)
+            if not self.accumulated:
+                raise ValueError("fresh_every needs an accumulated model (AccumulatedMainTaskModule): "
+                                 "without one every trial trains a fresh model already")
+        self.fresh_every = fresh_every
+        # a fresh model's start: taken before a checkpoint is loaded into an accumulated model
+        self._initial_state = (
+            copy.deepcopy(model.state_dict()) if isinstance(model, torch.nn.Module) else None
+        )
         if self.accumulated and self.checkpoint_path and self.checkpoint_path.exists():
             model.load(self.checkpoint_path)
-        self._initial_state = (
-            copy.deepcopy(model.state_dict())
-            if isinstance(model, torch.nn.Module) and not self.accumulated
-            else None
-        )
         self.direction = direction or getattr(self._probe_model(), "direction", "maximize")
         if self.direction not in ("maximize", "minimize"):
             raise ValueError(f"direction must be 'maximize' or 'minimize', got {self.direction!r}")
@@ -215,6 +228,12 @@ class SimulatorObjective:
         if self.companion is not None:
             reward = _phase("train", self._fine_tune_companion, batch, seed)
             trial.set_user_attr("accumulated_val_reward", reward)
+        if self.fresh_every is not None and trial.number % self.fresh_every == 0:
+            start = time.perf_counter()
+            fresh = value if self.model.trials_seen == 0 else _phase(
+                "train", self._fresh_reward, batch, seed)
+            trial.set_user_attr("fresh_value", fresh)
+            trial.set_user_attr("fresh_s", time.perf_counter() - start)
         hook = getattr(trial.study.sampler, "observe_training", None)
         if callable(hook):
             start = time.perf_counter()
@@ -301,6 +320,17 @@ class SimulatorObjective:
                     **self.trainer_options)
         self.companion.trials_seen += 1
         return float(self.companion.evaluate(*self.val_data))
+
+    def _fresh_reward(self, batch: SimulatedBatch, seed: int) -> float:
+        """The validation reward of a model trained from the initial state on ``batch`` for ξ
+        epochs, with the accumulated model's training seed (``fresh_every``)."""
+        from lightning_modules import fit_tensors
+
+        module = copy.deepcopy(self.model)
+        module.load_state_dict(self._initial_state)
+        fit_tensors(module, batch.x, batch.y, self.epochs, self.batch_size, seed,
+                    **self.trainer_options)
+        return float(module.evaluate(*self.val_data))
 
     def _fit_sklearn(self, trial: optuna.Trial, estimator: Any, batch: SimulatedBatch) -> float:
         x = batch.x.reshape(len(batch), -1).cpu().numpy()
