@@ -226,6 +226,9 @@ def test_constructor_rejects_bad_options():
             AutoSimulateSampler(chain_shrinkage=bad)
     with pytest.raises(ValueError, match=r"step_scale_init .* \[0.5, 2\], got 3"):
         AutoSimulateSampler(step_scale_range=(0.5, 2), step_scale_init=3)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match=f"fresh_every must be an int >= 1, got {bad!r}"):
+            AutoSimulateSampler(fresh_every=bad)
 
 
 def _fixed_gradient(monkeypatch, signs, val_losses=None):
@@ -517,6 +520,35 @@ def test_best_params_recommends_an_evaluated_psi_of_the_chain(gmm2d):
     best = max(study.trials, key=lambda t: t.value)
     assert AutoSimulateSampler.best_params(study) == best.params
     assert AutoSimulateSampler.current_params(study) == study.trials[-1].system_attrs[KEY + "psi_next"]
+
+
+def test_best_params_ranks_by_fresh_values_where_trials_have_them():
+    """Trials with ``fresh_value`` (the objective's ``fresh_every``) are ranked by it and the
+    others are left out; ``fresh=False`` ranks every trial by its value."""
+    dist = {"a": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    study = optuna.create_study(direction="maximize")
+    for a, value, fresh in ((0.1, 0.5, 0.70), (0.2, 0.9, None), (0.3, 0.8, 0.60), (0.4, 0.6, 0.75)):
+        attrs = {} if fresh is None else {"fresh_value": fresh}
+        study.add_trial(optuna.trial.create_trial(params={"a": a}, distributions=dist, value=value,
+                                                  user_attrs=attrs))
+    assert AutoSimulateSampler.best_params(study) == {"a": 0.4}
+    assert AutoSimulateSampler.best_params(study, fresh=False) == {"a": 0.2}
+
+
+@pytest.mark.parametrize("fresh_every", [1, 3, None])
+def test_prepare_sets_the_objectives_fresh_every(gmm2d, fresh_every):
+    objective = _objective(gmm2d)
+    sampler = AutoSimulateSampler("linear", init=gmm2d.simulator, seed=0, fresh_every=fresh_every)
+    sampler.prepare(objective)
+    assert objective.fresh_every == fresh_every
+    assert sampler.settings()["fresh_every"] == fresh_every
+    study = _study(sampler)
+    study.optimize(objective, n_trials=2)
+    checked = [t.number for t in study.trials if "fresh_value" in t.user_attrs]
+    assert checked == {1: [0, 1], 3: [0], None: []}[fresh_every]
+    ranked = [(t.user_attrs["fresh_value"], t) for t in study.trials if t.number in checked]
+    ranked = ranked or [(t.value, t) for t in study.trials]
+    assert AutoSimulateSampler.best_params(study) == max(ranked, key=lambda vt: vt[0])[1].params
 
 
 def _planted_weights(monkeypatch, signal: float):
