@@ -25,6 +25,7 @@ import optuna
 
 from simsearch import problems
 from simsearch.metasim import MetaSimConfig
+from simsearch.objective import recommended_trial
 from simsearch.sampler_registry import check_sampler_settings, make_sampler
 
 __all__ = ["main", "run_study"]
@@ -86,11 +87,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     study = run_study(
         args.problem, args.sampler, args.trials, args.seed, args.out, args.storage, args.study
     )
-    best = study.best_trial
+    best = recommended_trial(study)  # by fresh values where AutoSimulate recorded them
     out = Path(args.out)
     (out / "best_params.json").write_text(json.dumps(best.params, indent=2) + "\n")
     print(f"study {study.study_name!r}: {len(study.trials)} trials")
-    print(f"best validation reward {best.value:.4f} (trial {best.number})")
+    fresh = best.user_attrs.get("fresh_value")
+    shown = (f"fresh-model validation reward {fresh:.4f}" if fresh is not None
+             else f"validation reward {best.value:.4f}")
+    print(f"best {shown} (trial {best.number})")
     print(f"best ψ written to {out / 'best_params.json'}; storage in {out}")
     return 0
 

@@ -15,8 +15,12 @@ trained on ``problem.eval_n_samples`` samples drawn at the best validation trial
 ``problem.eval_epochs`` epochs (for ``gmm2d``: 2000 samples, 10 epochs, against M = 500, ξ = 5 in
 the search) and scored once on the held-out test set (``Problem.score(psi, seed)``, with the
 study's seed, so every sampler's ψ is judged with the same data and model initialisation seeds).
-For accumulated samplers the accumulated model as it was after its best validation trial is also
-scored on the test set (its own row, "… (accumulated θ)").
+The best trial is the one ``study.best_trial`` names, except in an AutoSimulate study whose trials
+recorded fresh values (``fresh_every``): there it is the best by fresh value
+(:func:`simsearch.objective.recommended_trial`), so that its *Val* is, as a black-box trial's, a
+fresh model's reward on that trial's own data. For accumulated samplers the accumulated model as it
+was after its best trial by value is also scored on the test set (its own row,
+"… (accumulated θ)").
 
 **Table** (AutoSimulate Tables 2–3: Method | Time | Images | Val | Test), mean ± std over seeds:
 *Time* is the wall seconds spent up to and including the best validation trial (the sum of the
@@ -65,6 +69,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from simsearch import problems
+from simsearch.objective import ranking_values, recommended_trial
 from simsearch.problems import mean_std
 from simsearch.sampler_registry import SAMPLERS, check_sampler_settings, make_sampler
 from simsearch.validation import check_positive_int
@@ -318,7 +323,7 @@ def _final_evaluation(study, problem, seed: int, accumulate: bool, best_ckpt: Pa
     if not complete:
         study.set_user_attr("final", {"trial": None})
         return
-    best = study.best_trial
+    best = recommended_trial(study)  # by fresh values where AutoSimulate recorded them
     psi = problem.simulator.space.from_params(best.params)
     final: dict[str, Any] = {"trial": best.number, **problem.score(psi, seed)}
     if accumulate and best_ckpt.exists():
@@ -417,6 +422,7 @@ def load_result(out: str | Path) -> CompareResult:
 
 def _summarise(study, sampler: str, seed: int, settings: Settings):
     counted = {t.number for t in _counted(study.trials)}
+    ranked = ranking_values([t for t in study.trials if t.number in counted])
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     records, images, seconds, best = [], 0, 0.0, None
     for t in study.trials:
@@ -425,10 +431,11 @@ def _summarise(study, sampler: str, seed: int, settings: Settings):
         images += int(t.user_attrs.get("images", 0))
         if t.datetime_complete is not None and t.datetime_start is not None:
             seconds += (t.datetime_complete - t.datetime_start).total_seconds()
-        if t.state == TrialState.COMPLETE and (
-            best is None or (t.value > best["value"] if maximize else t.value < best["value"])
+        rank = ranked.get(t.number)
+        if rank is not None and (
+            best is None or (rank > best["value"] if maximize else rank < best["value"])
         ):
-            best = {"number": t.number, "value": t.value, "images": images, "seconds": seconds}
+            best = {"number": t.number, "value": rank, "images": images, "seconds": seconds}
         records.append({
             "sampler": sampler, "seed": seed, "trial": t.number, "state": t.state.name,
             "value": t.value, "best_so_far": None if best is None else best["value"],

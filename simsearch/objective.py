@@ -33,7 +33,7 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,10 @@ from simsearch.parameters import Psi
 from simsearch.simulator import BaseSimulator, SimulatedBatch
 from simsearch.validation import check_positive_int
 
-__all__ = ["PhaseError", "SimulatorObjective", "TrainingContext", "trial_seed"]
+__all__ = [
+    "PhaseError", "SimulatorObjective", "TrainingContext", "ranking_values", "recommended_trial",
+    "trial_seed",
+]
 
 _logger = logging.getLogger(__name__)
 PHASES = ("simulate", "train", "evaluate", "hypergradient")
@@ -117,7 +120,8 @@ class SimulatorObjective:
             records its validation reward as user attr ``fresh_value`` (and ``fresh_s``): the
             value a black-box trial at ψ_t has. A trial whose accumulated model has seen no data
             yet records its own value (the same training). ``None``: never.
-            :meth:`samplers.autosimulate.AutoSimulateSampler.prepare` sets it.
+            :meth:`samplers.autosimulate.AutoSimulateSampler.prepare` sets it; a study with
+            fresh values recommends by them (:func:`recommended_trial`).
     """
 
     def __init__(
@@ -361,6 +365,45 @@ class SimulatorObjective:
                 f"created with direction={study_dir!r}; create it with "
                 f"optuna.create_study(direction={self.direction!r})"
             )
+
+
+def ranking_values(
+    trials: Sequence[optuna.trial.FrozenTrial], fresh: bool = True
+) -> dict[int, float]:
+    """Trial number → the value a recommendation ranks it by, over the COMPLETE trials.
+
+    Where ``fresh`` is true and any of them recorded a finite ``fresh_value`` (``fresh_every``),
+    only those trials rank, by that value: a fresh model's reward on the trial's own data, as a
+    black-box trial at ψ_t is scored, rather than the accumulated model's, which has also seen
+    every earlier trial's data. Else every trial with a finite value ranks by its value.
+
+    >>> import optuna
+    >>> study = optuna.create_study(direction="maximize")
+    >>> study.add_trial(optuna.trial.create_trial(value=0.9))
+    >>> study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"fresh_value": 0.7}))
+    >>> ranking_values(study.trials), ranking_values(study.trials, fresh=False)
+    ({1: 0.7}, {0: 0.9, 1: 0.5})
+    >>> recommended_trial(study).number, recommended_trial(study, fresh=False).number
+    (1, 0)
+    """
+    done = [(t.number, t.value, t.user_attrs.get("fresh_value")) for t in trials
+            if t.state == optuna.trial.TrialState.COMPLETE]
+    checked = {n: f for n, _, f in done if fresh and f is not None and math.isfinite(f)}
+    return checked or {n: v for n, v, _ in done if v is not None and math.isfinite(v)}
+
+
+def recommended_trial(study: optuna.Study, fresh: bool = True) -> optuna.trial.FrozenTrial:
+    """The trial that ranks first by :func:`ranking_values` in the study's direction (ties:
+    the lowest number): ``study.best_trial``'s rule, by fresh values where the study has them.
+    Raises ValueError when no COMPLETE trial has a finite value."""
+    trials = study.get_trials(deepcopy=False)
+    values = ranking_values(trials, fresh)
+    if not values:
+        raise ValueError("a recommendation needs at least one COMPLETE trial with a finite value, "
+                         f"got none among the study's {len(trials)} trials")
+    sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+    number = max(values, key=lambda n: (sign * values[n], -n))
+    return next(t for t in trials if t.number == number)
 
 
 def _phase(name: str, fn: Callable, *args: Any) -> Any:
