@@ -224,6 +224,38 @@ def test_simsearch_run_continues_a_study_only_with_the_sampler_options_it_began_
     assert len(study.trials) == 1
 
 
+def test_autosimulate_studies_are_ranked_by_fresh_values_in_compare_and_run(tmp_path, capsys):
+    """With AutoSimulate's default fresh_every=2, trials 0 and 2 of three carry a fresh model's
+    reward; compare's best trial, its Val, the final evaluation and `simsearch run`'s
+    best_params.json all come from the best of those, never from trial 1's accumulated value."""
+    from simsearch.objective import recommended_trial
+
+    result = compare(TINY, ["autosimulate-linear"], seeds=1, trials=3, out=tmp_path / "cmp",
+                     progress=False)
+    study = _study(tmp_path / "cmp", "autosimulate-linear")
+    fresh = {t.number: t.user_attrs.get("fresh_value") for t in study.trials}
+    assert fresh[1] is None and None not in (fresh[0], fresh[2])
+    best = max((0, 2), key=lambda n: (fresh[n], -n))
+    assert recommended_trial(study).number == best
+    (summary,) = result.studies
+    assert summary["best_trial"] == study.user_attrs["final"]["trial"] == best
+    assert summary["val"] == fresh[best]
+    assert summary["images_to_best"] == 100 * (best + 1)
+
+    argv = ["run", "--problem", TINY, "--sampler", "autosimulate-linear", "--trials", "3",
+            "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    study = optuna.load_study(study_name=f"{TINY}-autosimulate-linear-seed0",
+                              storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    best = recommended_trial(study)
+    assert best.number in (0, 2)
+    shown = f"best fresh-model validation reward {best.user_attrs['fresh_value']:.4f} " \
+            f"(trial {best.number})"
+    assert shown in capsys.readouterr().out
+    written = json.loads((tmp_path / "run" / "best_params.json").read_text())
+    assert written == pytest.approx(best.params)
+
+
 def test_a_study_is_not_continued_by_a_sampler_with_other_recorded_options(tmp_path):
     """A study begun by a sampler without settings() (random) has trials and no record: an
     AutoSimulate run refuses to continue it, naming the sampler that began it; a study begun by
