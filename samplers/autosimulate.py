@@ -568,8 +568,8 @@ class AutoSimulateSampler(BaseSampler):
             ``step_scale_range`` (0.1, 10) reached the headline target after one step, but the
             chain then drifted below its start. On seeds 10–12 of all three built-in problems
             (2026-12-04, "One set of defaults") 10 / 10 gained more than 1 / 3 on traffic-count
-            and gmm2d but lost more on digits (mean gain −0.067 against −0.012 under
-            :meth:`best_params`), hence the default (measured with the cap 3 of the time;
+            and gmm2d but lost more on digits (mean gain −0.067 against −0.012, recommending by
+            value: ``best_params(fresh=False)`` now), hence the default (measured with the cap 3 of the time;
             BENCHMARKS.md, issue 5).
         shrinkage: ``"james_stein"`` (default) or ``None``: multiply each trial's step by
             ρ = max(0, 1 − p/W), W the Wald statistic of its natural gradient
@@ -612,8 +612,9 @@ class AutoSimulateSampler(BaseSampler):
         chunk_size: samples per pass of the d_k's JVP (:data:`samplers.hypergradient.
             CHUNK_SIZE`; time and memory only, the values do not change).
         fresh_every: what :meth:`prepare` sets as the objective's ``fresh_every``: every k-th
-            trial also trains a fresh model on its own data and records the validation reward a
-            black-box trial at ψ_t would have (user attr ``fresh_value``; no new samples), by
+            trial also trains a fresh model on its own data and records its validation reward,
+            the counterpart of a black-box trial's at ψ_t (user attr ``fresh_value``; no new
+            samples), by
             which :meth:`best_params` recommends. ``None``: no such check, and
             :meth:`best_params` ranks by the accumulated model's value. See :meth:`best_params`
             for why. The default 2 keeps an exact-quadratic trial on traffic-count within 2× a
@@ -887,8 +888,9 @@ class AutoSimulateSampler(BaseSampler):
             study._storage.set_trial_system_attr(trial._trial_id, _KEY + key, value)
 
     def settings(self) -> dict[str, Any]:
-        """The options that shape the chain, JSON-ready (callables by qualified name), so that a
-        harness resuming a study can tell whether the same sampler continues it
+        """The options that shape the chain or its recommendation (``fresh_every``), JSON-ready
+        (callables by qualified name), so that a harness resuming a study can tell whether the
+        same sampler continues it
         (:func:`simsearch.sampler_registry.check_sampler_settings`, used by ``simsearch
         compare``, ``run`` and ``worker``, refuses a different one). The seed and
         ``chunk_size`` (time and memory only) are not included.
@@ -928,7 +930,8 @@ class AutoSimulateSampler(BaseSampler):
 
         Ranked by ``fresh_value`` where any such trial has one and ``fresh`` is true (the
         objective's ``fresh_every``, set by :meth:`prepare`): the validation reward of a fresh
-        model trained on the trial's own data, the value a black-box trial at ψ_t has. Else by
+        model trained on the trial's own data, the counterpart of a black-box trial's value at
+        ψ_t. Else by
         the trial's value, the validation metric of the accumulated model after fine-tuning on
         ψ_t's data (Alg. 1): that model has also seen every earlier trial's data, so later
         trials tend to rank higher, and its hypergradient asks for the data that help *it*

@@ -3,7 +3,14 @@ does best on (real) validation data — Learning to Simulate, AutoSimulate and M
 Optuna tools."""
 
 from simsearch.gap_objective import DistributionGapObjective
-from simsearch.objective import PhaseError, SimulatorObjective, TrainingContext, trial_seed
+from simsearch.objective import (
+    PhaseError,
+    SimulatorObjective,
+    TrainingContext,
+    ranking_values,
+    recommended_trial,
+    trial_seed,
+)
 from simsearch.parameters import Parameter, ParameterSpace, Psi
 from simsearch.simulator import (
     BaseSimulator,
@@ -26,6 +33,8 @@ __all__ = [
     "SimulatorObjective",
     "Simulator",
     "TrainingContext",
+    "ranking_values",
+    "recommended_trial",
     "trial_seed",
 ]
 __version__ = "0.1.0"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -93,6 +94,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"study {study.study_name!r}: {len(study.trials)} trials")
     fresh = best.user_attrs.get("fresh_value")
     shown = (f"fresh-model validation reward {fresh:.4f}" if fresh is not None
+             and math.isfinite(fresh)
              else f"validation reward {best.value:.4f}")
     print(f"best {shown} (trial {best.number})")
     print(f"best ψ written to {out / 'best_params.json'}; storage in {out}")

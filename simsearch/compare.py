@@ -19,8 +19,8 @@ The best trial is the one ``study.best_trial`` names, except in an AutoSimulate 
 recorded fresh values (``fresh_every``): there it is the best by fresh value
 (:func:`simsearch.objective.recommended_trial`), so that its *Val* is, as a black-box trial's, a
 fresh model's reward on that trial's own data. For accumulated samplers the accumulated model as it
-was after its best trial by value is also scored on the test set (its own row,
-"… (accumulated θ)").
+was after that same best trial is also scored on the test set (its own row, "… (accumulated θ)",
+with the same Time and Images).
 
 **Table** (AutoSimulate Tables 2–3: Method | Time | Images | Val | Test), mean ± std over seeds:
 *Time* is the wall seconds spent up to and including the best validation trial (the sum of the
@@ -306,7 +306,8 @@ def _run_study(
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # left by a killed run
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        if accumulate and trial.state == TrialState.COMPLETE and study.best_trial.number == trial.number:
+        if accumulate and trial.state == TrialState.COMPLETE and (
+                recommended_trial(study).number == trial.number):
             shutil.copyfile(ckpt, ckpt.with_suffix(".best.pt"))
         if on_trial is not None:
             on_trial(_used([trial], settings))

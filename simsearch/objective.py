@@ -7,7 +7,8 @@ trial's value. Optuna's pruners see the metric after every epoch.
 
 Every trial records, in ``trial.user_attrs``: ``images`` (samples generated), ``simulate_s``,
 ``train_s``, ``evaluate_s`` and, when the sampler has an ``observe_training`` hook, ``hook_s``;
-so a comparison can report Time and Images as AutoSimulate's Tables 2–3 do.
+so a comparison can report Time and Images as AutoSimulate's Tables 2–3 do. With ``fresh_every``
+(AutoSimulate's default), the checked trials also record ``fresh_value`` and ``fresh_s``.
 
 A failure in any phase (simulate, train, evaluate, hypergradient) fails the trial, not the study:
 the trial ends FAIL with ``fail_phase`` and ``fail_reason`` user attributes, and an accumulated
@@ -118,8 +119,12 @@ class SimulatorObjective:
             0, k, 2k, …) also trains a fresh model, from the accumulated model's state when the
             objective was built, for ξ epochs on the trial's own data (no new samples), and
             records its validation reward as user attr ``fresh_value`` (and ``fresh_s``): the
-            value a black-box trial at ψ_t has. A trial whose accumulated model has seen no data
-            yet records its own value (the same training). ``None``: never.
+            counterpart of a black-box trial's value at ψ_t (the same data, ξ and training seed;
+            the starting weights are the accumulated model's initial ones). A trial whose
+            accumulated model has seen no data yet records its own value (the same training).
+            A resumed study rebuilds those initial weights from ``model``, so a seeded model
+            (as every built-in problem's) keeps fresh values comparable across a resume.
+            ``None``: never.
             :meth:`samplers.autosimulate.AutoSimulateSampler.prepare` sets it; a study with
             fresh values recommends by them (:func:`recommended_trial`).
     """
@@ -374,8 +379,9 @@ def ranking_values(
 
     Where ``fresh`` is true and any of them recorded a finite ``fresh_value`` (``fresh_every``),
     only those trials rank, by that value: a fresh model's reward on the trial's own data, as a
-    black-box trial at ψ_t is scored, rather than the accumulated model's, which has also seen
-    every earlier trial's data. Else every trial with a finite value ranks by its value.
+    black-box trial at ψ_t is scored (from the accumulated model's initial weights), rather than
+    the accumulated model's, which has also seen every earlier trial's data. Else every trial
+    with a finite value ranks by its value.
 
     >>> import optuna
     >>> study = optuna.create_study(direction="maximize")

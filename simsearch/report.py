@@ -107,7 +107,8 @@ def _write_markdown(result: CompareResult, path: Path, pngs: list[Path]) -> Path
         "- **Time**: wall seconds spent up to and including the best validation trial (sum of the "
         "trials' durations).",
         "- **Images**: images generated up to and including the best validation trial.",
-        "- **Val**: the best validation reward found in the search.",
+        "- **Val**: the best validation reward found in the search (AutoSimulate: the best "
+        "fresh-model reward of the trials that record one, `fresh_every`).",
         f"- **Test**: a fresh model trained on {s.eval_n_samples} samples drawn at the best ψ for "
         f"{s.eval_epochs} epochs, scored once on the held-out test set.", "",
         format_table(result.table), "",

@@ -522,17 +522,31 @@ def test_best_params_recommends_an_evaluated_psi_of_the_chain(gmm2d):
     assert AutoSimulateSampler.current_params(study) == study.trials[-1].system_attrs[KEY + "psi_next"]
 
 
-def test_best_params_ranks_by_fresh_values_where_trials_have_them():
-    """Trials with ``fresh_value`` (the objective's ``fresh_every``) are ranked by it and the
-    others are left out; ``fresh=False`` ranks every trial by its value."""
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_best_params_ranks_by_fresh_values_where_trials_have_them(direction):
+    """Trials with a finite ``fresh_value`` (the objective's ``fresh_every``) are ranked by it in
+    the study's direction and the others are left out, as are FAIL trials and non-finite fresh
+    values; ``fresh=False`` ranks every trial by its value; with no finite fresh value at all the
+    ranking falls back to the values."""
     dist = {"a": optuna.distributions.FloatDistribution(0.0, 1.0)}
-    study = optuna.create_study(direction="maximize")
-    for a, value, fresh in ((0.1, 0.5, 0.70), (0.2, 0.9, None), (0.3, 0.8, 0.60), (0.4, 0.6, 0.75)):
-        attrs = {} if fresh is None else {"fresh_value": fresh}
-        study.add_trial(optuna.trial.create_trial(params={"a": a}, distributions=dist, value=value,
-                                                  user_attrs=attrs))
+    sign = 1.0 if direction == "maximize" else -1.0
+    study = optuna.create_study(direction=direction)
+    fail = optuna.trial.TrialState.FAIL
+    for a, value, fresh, state in ((0.1, 0.5, 0.70, None), (0.2, 0.9, None, None),
+                                   (0.3, 0.8, 0.60, None), (0.4, 0.6, 0.75, None),
+                                   (0.5, None, 0.99, fail), (0.6, 0.7, math.nan, None)):
+        attrs = {} if fresh is None else {"fresh_value": sign * fresh}
+        study.add_trial(optuna.trial.create_trial(
+            params={"a": a}, distributions=dist, user_attrs=attrs,
+            **({"state": state} if state else {"value": sign * value})))
     assert AutoSimulateSampler.best_params(study) == {"a": 0.4}
     assert AutoSimulateSampler.best_params(study, fresh=False) == {"a": 0.2}
+    unchecked = optuna.create_study(direction=direction)
+    for a, value in ((0.1, 0.5), (0.2, 0.9)):
+        unchecked.add_trial(optuna.trial.create_trial(
+            params={"a": a}, distributions=dist, value=sign * value,
+            user_attrs={"fresh_value": math.inf if a == 0.1 else math.nan}))
+    assert AutoSimulateSampler.best_params(unchecked) == {"a": 0.2}
 
 
 @pytest.mark.parametrize("fresh_every", [1, 3, None])

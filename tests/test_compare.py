@@ -226,8 +226,8 @@ def test_simsearch_run_continues_a_study_only_with_the_sampler_options_it_began_
 
 def test_autosimulate_studies_are_ranked_by_fresh_values_in_compare_and_run(tmp_path, capsys):
     """With AutoSimulate's default fresh_every=2, trials 0 and 2 of three carry a fresh model's
-    reward; compare's best trial, its Val, the final evaluation and `simsearch run`'s
-    best_params.json all come from the best of those, never from trial 1's accumulated value."""
+    reward; compare's best trial, its Val, the final evaluation, the accumulated-θ checkpoint and
+    `simsearch run`'s best_params.json all come from the best of those, never from trial 1."""
     from simsearch.objective import recommended_trial
 
     result = compare(TINY, ["autosimulate-linear"], seeds=1, trials=3, out=tmp_path / "cmp",
@@ -240,6 +240,8 @@ def test_autosimulate_studies_are_ranked_by_fresh_values_in_compare_and_run(tmp_
     (summary,) = result.studies
     assert summary["best_trial"] == study.user_attrs["final"]["trial"] == best
     assert summary["val"] == fresh[best]
+    # the "(accumulated θ)" row scores the accumulated model as it was after that same trial
+    assert summary["accumulated_val"] == pytest.approx(study.trials[best].value, abs=1e-6)
     assert summary["images_to_best"] == 100 * (best + 1)
 
     argv = ["run", "--problem", TINY, "--sampler", "autosimulate-linear", "--trials", "3",
