@@ -7,11 +7,12 @@ the curves compare the *ψ* each method recommends and not how its model was tra
 trained on ``eval_n_samples`` samples for ``eval_epochs`` epochs, evaluated on the validation and
 test sets. Black-box samplers recommend the best trial so far (``study.best_trial``, ranked by the
 trials' validation values). AutoSimulate recommends by ``--recommend``: ``best`` (default since
-2026-12-04, the rule of that day's record), the ψ_t of the completed trial with the best value
-(:meth:`AutoSimulateSampler.best_params`, the black-box rule; the value is the accumulated model's
-validation metric, never test data); ``next``, the ψ it will propose next
-(:meth:`AutoSimulateSampler.current_params`, the chain head's ψ_{t+1}; the records before
-2026-12-04).
+2026-12-04), the ψ_t of the completed trial that :meth:`AutoSimulateSampler.best_params` names:
+since 2026-12-06 the best by fresh value where trials have one (``fresh_every``, a fresh model
+trained on the trial's own data), else by value; ``value``, the best by value only (the
+accumulated model's validation metric, the rule of ``best`` before 2026-12-06; never test data);
+``next``, the ψ it will propose next (:meth:`AutoSimulateSampler.current_params`, the chain
+head's ψ_{t+1}; the records before 2026-12-04).
 Several rules (``--recommend next,best``) score each in the same run, as rows ``name@rule``.
 A ψ scored before in the same run (a best trial that has not changed) is not scored again: the
 score depends on ψ and the seed only.
