@@ -36,11 +36,14 @@ doubles after a step that still descends at the new ψ (the new ∂L̃/∂ψ alo
 lowered the fine-tuned model's validation loss, and halves, with a restart of Adam's momentum,
 after one that did not, within ``step_scale_range`` (:func:`adapt_step_scale`; Rprop's sign test
 and a trust region's success test, per study and from the storage; ``"no_val"``, without a
-validation loss, keeps the fixed length), starting from c_0 = ``step_scale_init`` (default 1).
-The default range is [0.1, 3]. Longer steps gain faster where the start is far from a good ψ
-(traffic-count) and, alone, drift away from a good start (digits), where the success test is
-fooled: L_val falls with the accumulated model's own training whatever ψ does. The next factor
-reduces that drift; it does not stop it.
+validation loss, keeps the fixed length), starting from c_0 = ``step_scale_init`` (default: the cap).
+The default range is [0.1, 10]. Longer steps gain faster where the start is far from a good ψ
+(traffic-count) and drift away from a good start (digits), where the success test is fooled:
+L_val falls with the accumulated model's own training whatever ψ does. The next factor reduces
+that drift; it does not stop it. Since the recommendation ranks trials by fresh values
+(``fresh_every``, :meth:`AutoSimulateSampler.best_params`), a drifting chain no longer drags the
+recommended ψ with it (trial 0, the start, stays a candidate), and the long first step was
+adopted (2026-12-06, BENCHMARKS.md, issue 5, "Fresh values").
 
 **Noise across trials** (option ``chain_shrinkage``, default since 2026-12-06). Each trial's
 natural gradient ñ_t comes from a new data set and a model retrained on it; near a good ψ
@@ -561,16 +564,20 @@ class AutoSimulateSampler(BaseSampler):
             chosen on seeds 10–15 of all three built-in problems (2026-12-06, by a rule fixed
             before the runs: mean gain over the start ψ ≥ −0.01 on every problem, then the
             largest on traffic-count) against cap 1, the default of the morning, with and without
-            it (BENCHMARKS.md, issue 5, "Noise across trials").
+            it (BENCHMARKS.md, issue 5, "Noise across trials"). The range (0.1, 10) with c_0 = 10
+            replaced it the same evening, with the recommendation by fresh values (see
+            ``step_scale_init``).
         step_scale_init: c_0, the factor of the first step (the chain's first trial steps
-            ``step_size`` · c_0), in ``step_scale_range``; default 1. With a fixed length (and for
-            ``"no_val"``) every step is ``step_size`` · c_0. On traffic-count c_0 = 10 with
-            ``step_scale_range`` (0.1, 10) reached the headline target after one step, but the
-            chain then drifted below its start. On seeds 10–12 of all three built-in problems
-            (2026-12-04, "One set of defaults") 10 / 10 gained more than 1 / 3 on traffic-count
-            and gmm2d but lost more on digits (mean gain −0.067 against −0.012, recommending by
-            value: ``best_params(fresh=False)`` now), hence the default (measured with the cap 3 of the time;
-            BENCHMARKS.md, issue 5).
+            ``step_size`` · c_0), in ``step_scale_range``; default (``None``) its upper end, 10
+            with the default range. With a fixed length (and for ``"no_val"``) every step is
+            ``step_size`` · c_0. On 2026-12-04 c_0 / cap 10 / 10
+            gained more than 1 / 3 on traffic-count and gmm2d but lost more on digits (mean gain
+            −0.067 against −0.012), recommending by value (``best_params(fresh=False)`` now).
+            Recommending by fresh values, 10 / 10 was chosen on seeds 10–15 of all three
+            built-in problems (2026-12-06, by a rule written before the runs: mean gain over the
+            start ψ ≥ −0.01 on every problem, then the largest on traffic-count) over 1 / 3 with
+            and without ``chain_shrinkage``: traffic-count +0.212 against +0.147 / +0.203,
+            digits −0.003, gmm2d +0.007 (BENCHMARKS.md, issue 5, "Fresh values").
         shrinkage: ``"james_stein"`` (default) or ``None``: multiply each trial's step by
             ρ = max(0, 1 − p/W), W the Wald statistic of its natural gradient
             (:func:`wald_shrinkage`; see the module docstring), or not. ρ, W and p are stored on
@@ -639,8 +646,8 @@ class AutoSimulateSampler(BaseSampler):
         betas: tuple[float, float] = (0.9, 0.999),
         step_growth: float = 2.0,
         step_shrink: float = 0.5,
-        step_scale_range: tuple[float, float] = (0.1, 3.0),
-        step_scale_init: float = 1.0,
+        step_scale_range: tuple[float, float] = (0.1, 10.0),
+        step_scale_init: float | None = None,
         shrinkage: str | None = "james_stein",
         chain_shrinkage: bool = True,
         theta: ThetaSelector = None,
@@ -673,6 +680,8 @@ class AutoSimulateSampler(BaseSampler):
             raise ValueError(
                 f"step_scale_range must be (low, high) with 0 < low <= 1 <= high < inf, "
                 f"got {step_scale_range!r}")
+        if step_scale_init is None:
+            step_scale_init = step_scale_range[1]
         if not (isinstance(step_scale_init, int | float) and not isinstance(step_scale_init, bool)
                 and step_scale_range[0] <= step_scale_init <= step_scale_range[1]):
             raise ValueError(

@@ -270,7 +270,7 @@ def test_step_length_follows_the_sign_along_the_last_step_and_the_val_loss(gmm2d
     flip = case != "descends"
     sampler = AutoSimulateSampler("linear", init=gmm2d.simulator, seed=0, step_size=0.01,
                                   betas=(0.0, 0.999), step_growth=1.5, step_shrink=0.5,
-                                  step_scale_range=(0.2, 3.0))
+                                  step_scale_range=(0.2, 3.0), step_scale_init=1.0)
     study = _study(sampler)
     study.optimize(_objective(gmm2d), n_trials=5)
     scales = [t.system_attrs[KEY + "step_scale"] for t in study.trials]
