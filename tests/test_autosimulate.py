@@ -217,10 +217,11 @@ def test_constructor_rejects_bad_options():
         with pytest.raises(ValueError, match=r"shrinkage must be one of \(None, 'james_stein'\), "
                                              r"got " + repr(bad).replace("(", r"\(")):
             AutoSimulateSampler(shrinkage=bad)
-    for bad in (0.05, 3.5, float("nan"), "2", True):
+    for bad in (0.05, 10.5, float("nan"), "2", True):
         with pytest.raises(ValueError, match=r"step_scale_init must be a number in step_scale_range "
-                                             r"\[0.1, 3.0\], got"):
+                                             r"\[0.1, 10.0\], got"):
             AutoSimulateSampler(step_scale_init=bad)
+    assert AutoSimulateSampler(step_scale_range=(0.1, 2.0)).step_scale_init == 2.0  # None: the cap
     for bad in (1, "yes", None):
         with pytest.raises(ValueError, match=r"chain_shrinkage must be True or False, got "):
             AutoSimulateSampler(chain_shrinkage=bad)
@@ -324,9 +325,9 @@ def test_fixed_step_when_growth_and_shrink_are_one(gmm2d, monkeypatch):
     study = _study(AutoSimulateSampler("linear", init=gmm2d.simulator, seed=0, step_growth=1,
                                        step_shrink=1, chain_shrinkage=False))
     study.optimize(_objective(gmm2d), n_trials=3)
-    assert [t.system_attrs[KEY + "step_scale"] for t in study.trials] == [1.0] * 3
+    assert [t.system_attrs[KEY + "step_scale"] for t in study.trials] == [10.0] * 3  # c_0
     assert [t.system_attrs[KEY + "val_loss"] for t in study.trials] == [None] * 3  # not computed
-    assert calls == [(0.1, False)] * 3
+    assert calls == [(1.0, False)] * 3
 
 
 @pytest.mark.parametrize(("c0", "shrinkage", "chain"),
@@ -484,15 +485,15 @@ def test_stored_val_loss_is_the_fine_tuned_models_mean_validation_loss(gmm2d):
 
 def test_no_val_keeps_a_fixed_step_under_the_adaptive_defaults(gmm2d, monkeypatch):
     """no_val has no validation loss for the success test, so the default growth/shrink leave
-    its factor c_t at 1 and its momentum unrestarted even when the gradient flips (the chain's
-    shrinkage, off here, would still scale its steps)."""
+    its factor c_t at c_0 (10 by default) and its momentum unrestarted even when the gradient
+    flips (the chain's shrinkage, off here, would still scale its steps)."""
     calls = _fixed_gradient(monkeypatch, [1.0, -1.0, 1.0])
     study = _study(AutoSimulateSampler("no_val", init=gmm2d.simulator, seed=0,
                                        chain_shrinkage=False))
     study.optimize(_objective(gmm2d), n_trials=3)
-    assert [t.system_attrs[KEY + "step_scale"] for t in study.trials] == [1.0] * 3
+    assert [t.system_attrs[KEY + "step_scale"] for t in study.trials] == [10.0] * 3
     assert [t.system_attrs[KEY + "val_loss"] for t in study.trials] == [None] * 3
-    assert calls == [(0.1, False)] * 3
+    assert calls == [(1.0, False)] * 3
 
 
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])

@@ -188,8 +188,9 @@ def test_a_study_continues_only_with_the_sampler_options_it_began_with(tmp_path,
     monkeypatch.setitem(sampler_registry.SAMPLERS, "autosimulate-linear",
                         lambda seed: AutoSimulateSampler("linear", step_scale_range=(0.1, 2.0),
                                                          seed=seed))
-    with pytest.raises(ValueError, match=r"other options \(step_scale_range: \[0\.1, 10\.0\] there, "
-                                         r"\[0\.1, 2\.0\] now\)"):
+    with pytest.raises(ValueError, match=r"other options \(step_scale_init: 10\.0 there, 2\.0 now, "
+                                         r"step_scale_range: \[0\.1, 10\.0\] there, \[0\.1, 2\.0\] "
+                                         r"now\)"):
         compare(TINY, ["random", "autosimulate-linear"], seeds=1, trials=2, out=tmp_path,
                 progress=False)
     assert [t.datetime_complete for t in _study(tmp_path, "autosimulate-linear").trials] == done
