@@ -14,7 +14,10 @@ given ``chunk_size`` (samples per pass of the d_k's JVP), e.g. the default besid
 one pass over all M samples. ``--fresh-every k`` sets the variants' ``fresh_every`` (default: the
 sampler's, 2): every k-th trial also trains a fresh model on its own data, so the trials differ in
 cost; the column "mean fresh-model s per trial" spreads that time over all trials, and "ratio of
-means" compares mean trial durations, which count it in full.
+means" compares mean trial durations, which count it in full. A second table splits the mean
+trial into its phases (the trials' ``simulate_s``, ``train_s``, ``evaluate_s``, ``hook_s`` and
+``fresh_s``) and gives the ratio of means without the fresh model: the issue's "generate +
+fine-tune + hypergradient" (and the evaluation both kinds of trial do).
 
     .venv/bin/python benchmarks/autosimulate_cost.py --problem traffic-count --trials 6
 """
@@ -33,6 +36,8 @@ import torch
 from samplers.autosimulate import AutoSimulateSampler
 from samplers.hypergradient import CHUNK_SIZE, METHODS
 from simsearch.problems import get
+
+PHASES = ("simulate", "train", "evaluate", "hook", "fresh")  # the trials' *_s user attrs
 
 
 def _run(problem, method: str, trials: int, seed: int, hook: bool,
@@ -59,7 +64,8 @@ def _run(problem, method: str, trials: int, seed: int, hook: bool,
         "hook_s": statistics.median(t.user_attrs.get("hook_s", 0.0) for t in done),
         "cg": statistics.median(t.system_attrs.get("autosimulate:cg_iterations", 0) for t in done),
         "mean_s": statistics.mean(t.duration.total_seconds() for t in done),
-        "fresh_s": statistics.mean(t.user_attrs.get("fresh_s", 0.0) for t in done),
+        **{f"{phase}_mean": statistics.mean(t.user_attrs.get(f"{phase}_s", 0.0) for t in done)
+           for phase in PHASES},
     }
 
 
@@ -113,7 +119,16 @@ def main() -> None:
         means = statistics.median(r["mean_s"] / b["mean_s"] for r, b in zip(runs, base, strict=True))
         print(f"| {method} | {median(runs, 'trial_s'):.3f} | {median(runs, 'cpu_s'):.3f} "
               f"| {median(runs, 'hook_s'):.3f} | {median(runs, 'cg'):g} | {wall:.2f} | {cpu:.2f} "
-              f"| {median(runs, 'fresh_s'):.3f} | {means:.2f} |")
+              f"| {median(runs, 'fresh_mean'):.3f} | {means:.2f} |")
+    print("\nmean seconds per trial by phase (median over repeats), and the ratio of mean trial "
+          "times without the fresh model (generate + fine-tune + evaluate + hypergradient):\n")
+    print("| run | " + " | ".join(f"{phase} s" for phase in PHASES) + " | ratio without fresh |")
+    print("|---|" + "---|" * (len(PHASES) + 1))
+    for method, runs in {"no hook": base, **rows}.items():
+        bare = statistics.median((r["mean_s"] - r["fresh_mean"]) / b["mean_s"]
+                                 for r, b in zip(runs, base, strict=True))
+        print(f"| {method} | " + " | ".join(f"{median(runs, f'{phase}_mean'):.3f}"
+                                           for phase in PHASES) + f" | {bare:.2f} |")
     if args.repeats > 1:
         for key, what in (("trial_s", "ratios per repeat (wall)"),
                           ("mean_s", "ratios of means per repeat (wall)")):
