@@ -570,9 +570,9 @@ class AutoSimulateSampler(BaseSampler):
         step_scale_init: c_0, the factor of the first step (the chain's first trial steps
             ``step_size`` · c_0), in ``step_scale_range``; default (``None``) its upper end, 10
             with the default range. With a fixed length (and for ``"no_val"``) every step is
-            ``step_size`` · c_0. On 2026-12-04 c_0 / cap 10 / 10
-            gained more than 1 / 3 on traffic-count and gmm2d but lost more on digits (mean gain
-            −0.067 against −0.012), recommending by value (``best_params(fresh=False)`` now).
+            ``step_size`` · c_0. On 2026-12-04 c_0 / cap 10 / 10 gained more than 1 / 3 on
+            traffic-count and gmm2d but lost more on digits (mean gain −0.067 against −0.012),
+            recommending by value (``best_params(fresh=False)`` now).
             Recommending by fresh values, 10 / 10 was chosen on seeds 10–15 of all three
             built-in problems (2026-12-06, by a rule written before the runs: mean gain over the
             start ψ ≥ −0.01 on every problem, then the largest on traffic-count) over 1 / 3 with
@@ -621,14 +621,14 @@ class AutoSimulateSampler(BaseSampler):
         fresh_every: what :meth:`prepare` sets as the objective's ``fresh_every``: every k-th
             trial also trains a fresh model on its own data and records its validation reward,
             the counterpart of a black-box trial's at ψ_t (user attr ``fresh_value``; no new
-            samples), by
-            which :meth:`best_params` recommends. ``None``: no such check, and
+            samples), by which :meth:`best_params` recommends. ``None``: no such check, and
             :meth:`best_params` ranks by the accumulated model's value. See :meth:`best_params`
-            for why. The default 2 keeps an exact-quadratic trial on traffic-count within 2× a
-            trial without the hook (1.87× on average with the fresh model, against 2.44× at
-            k = 1); it was adopted over ``None`` on seeds 10–15 by a rule written before the
-            runs (BENCHMARKS.md, issue 5, "Fresh values"): on digits the recommendation by
-            fresh value holds the start ψ where the one by value drifts below it.
+            for why. The default 2 was adopted over ``None`` on seeds 10–15 by a rule written
+            before the runs (BENCHMARKS.md, issue 5, "Fresh values"): on digits the
+            recommendation by fresh value holds the start ψ where the one by value drifts below
+            it. The check costs what the trial's own fine-tuning costs: with it, an
+            exact-quadratic trial on traffic-count costs 1.97–2.07× a trial without the hook on
+            average (2.44× at k = 1), without it 1.57×.
         seed: seeds the jitter of concurrent proposals and the fallback sampler.
         independent_sampler: samples what AutoSimulate does not model (categorical parameters,
             parameters that are not simulator parameters); default ``RandomSampler(seed)``.

@@ -12,6 +12,7 @@ import pytest
 from simsearch import problems
 from simsearch.cli import main
 from simsearch.compare import compare, load_result
+from simsearch.objective import recommended_trial
 from simsearch.problems import Problem
 from simsearch.problems.gmm2d import make_problem
 
@@ -229,8 +230,6 @@ def test_autosimulate_studies_are_ranked_by_fresh_values_in_compare_and_run(tmp_
     """With AutoSimulate's default fresh_every=2, trials 0 and 2 of three carry a fresh model's
     reward; compare's best trial, its Val, the final evaluation, the accumulated-θ checkpoint and
     `simsearch run`'s best_params.json all come from the best of those, never from trial 1."""
-    from simsearch.objective import recommended_trial
-
     result = compare(TINY, ["autosimulate-linear"], seeds=1, trials=3, out=tmp_path / "cmp",
                      progress=False)
     study = _study(tmp_path / "cmp", "autosimulate-linear")
